@@ -1,0 +1,195 @@
+"""Body of `python train.py` (design.md "Data flow"): config → problems → team/policies (warm start) →
+Lightning fit where a callback grows search trees each round and the module updates each ready policy."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mars2.config import ConfigError, validate_config
+from mars2.resources import SetupError
+
+log = logging.getLogger("mars2")
+
+
+def print_config(cfg: DictConfig) -> None:
+    from rich.console import Console
+    from rich.tree import Tree as RichTree
+
+    tree = RichTree("[bold]config")
+    for key in ("paradigm", "model", "search", "task", "rl", "rollout", "sandbox", "trainer", "eval"):
+        if key in cfg:
+            branch = tree.add(f"[cyan]{key}")
+            branch.add(OmegaConf.to_yaml(cfg[key], resolve=True).strip())
+    for key in ("name", "seed", "rounds"):
+        tree.add(f"{key}: {cfg.get(key)}")
+    Console(stderr=True).print(tree)
+
+
+def hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:
+        return []
+
+
+def run_train(cfg: DictConfig) -> float | None:
+    """Entry used by train.py. Bad configs and missing resources end with one clear line and exit code 2;
+    any other failure is recorded in results.json (status failed) before it propagates."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        validate_config(resolved)
+    except (ConfigError, OmegaConfBaseException) as e:
+        print(f"mars2: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        return train(resolved, cfg)
+    except SetupError as e:
+        print(f"mars2: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
+    from mars2.cli.build import make_team, preflight
+
+    agents = make_team(c)
+    preflight(c, agents)  # real-scale runs stop here with a clear message if weights/GPUs are missing
+
+    import lightning.pytorch as pl
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mars2.agents.team import team_policies
+    from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, pick, search_config
+    from mars2.rl.buffers import PolicyBuffers
+    from mars2.rl.objective import LossConfig
+    from mars2.rl.samples import SampleConfig
+    from mars2.tracking.loggers import build_loggers, finish_loggers
+    from mars2.tracking.records import RunRecord
+    from mars2.training.data import BufferDataModule, BufferStream
+    from mars2.training.module import MarsModule
+    from mars2.training.rollout import TreeSearchRollout
+
+    out = Path(c["paths"]["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg is not None:
+        print_config(cfg)
+    record = RunRecord(out, c, c["paths"]["root_dir"], hydra_overrides())
+    t0 = time.time()
+    trainer_cfg = dict(c["trainer"])
+    threads = trainer_cfg.pop("num_threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    pl.seed_everything(int(c["seed"]), workers=True, verbose=False)
+    loggers = []
+    sandbox = None
+    try:
+        problems = load_problems(c)
+        log.info("problems: %s", {k: len(v) for k, v in problems.items()})
+        sandbox = build_sandbox(c)
+        policy_ids = team_policies(agents)
+        models, tokenizers, warm = build_policies(c, policy_ids, problems, sandbox)
+        record.data["warm_start"] = warm
+        backend = build_backend(c, models, tokenizers, seed=int(c["seed"]))
+        rl = c["rl"]
+        tis = rl["tis"] if isinstance(rl["tis"], bool) else c["rollout"]["backend"] != "hf"
+        loss_cfg = pick(LossConfig, rl, tis=tis)
+        module = MarsModule(models, loss_cfg, c["model"]["optim"])
+        buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
+        pad_ids = {pid: int(tokenizers[pid].pad_token_id) for pid in policy_ids}
+        stream = BufferStream(buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]))
+        sample_cfg = pick(
+            SampleConfig, rl, max_new_tokens=int(c["rollout"]["max_new_tokens"]),
+            overlong_buffer=int(rl["overlong_buffer"]),
+        )
+        search = search_config(c["search"])
+        eval_search = search_config(c["eval"]["search"])
+        loggers = build_loggers(c)
+        progress = Progress(
+            TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), transient=False,
+        )
+        rollout = TreeSearchRollout(
+            agents=agents, backend=backend, scorer=sandbox, train_problems=problems["train"],
+            test_problems=problems[c["eval"]["split"]], buffers=buffers, search=search, sample_cfg=sample_cfg,
+            rollout_batch_size=int(rl["rollout_batch_size"]), reward_tests=rl["reward_tests"],
+            eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
+            on_eval=record.add_eval, progress=progress,
+        )
+        ckpt = pl.callbacks.ModelCheckpoint(
+            dirpath=out / "checkpoints", every_n_epochs=int(c["ckpt_every"]), save_last=True, save_top_k=-1,
+            filename="round{epoch:04d}", auto_insert_metric_name=False,
+        )
+        trainer_cfg.pop("_target_", None)
+        strategy = trainer_cfg.pop("strategy", None)
+        if isinstance(strategy, dict):
+            from hydra.utils import instantiate
+
+            strategy = instantiate(strategy)
+        trainer = pl.Trainer(
+            **trainer_cfg, **({"strategy": strategy} if strategy is not None else {}),
+            max_epochs=int(c["rounds"]), logger=loggers or False, callbacks=[rollout, ckpt],
+            default_root_dir=str(out),
+        )
+        ckpt_path = resolve_resume(c.get("resume"), out)
+        with progress:
+            trainer.fit(module, datamodule=BufferDataModule(stream), ckpt_path=ckpt_path)
+        save_policies(models, tokenizers, out / "policies")
+        final = record.data.get("final") or {}
+        record.finish("completed", wall_s_train=time.time() - t0, history=rollout.history)
+        summarise(record.data)
+        return final.get("eval/pass1")
+    except BaseException as e:
+        record.finish("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+        raise
+    finally:
+        finish_loggers(loggers)
+        if sandbox is not None:
+            sandbox.close()
+
+
+def resolve_resume(resume: Any, out: Path) -> str | None:
+    if not resume:
+        return None
+    p = Path(str(resume))
+    if str(resume) == "auto":
+        p = out
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt" if (p / "checkpoints").is_dir() else p / "last.ckpt"
+    if not p.is_file():
+        if str(resume) == "auto":
+            return None
+        raise SetupError(f"resume={resume}: no checkpoint at {p}")
+    return str(p)
+
+
+def save_policies(models: dict[str, Any], tokenizers: dict[str, Any], folder: Path) -> None:
+    """Trained policies in the real HF format, so evaluate.py loads them like any checkpoint."""
+    for pid, model in models.items():
+        model.save_pretrained(folder / pid)
+        tokenizers[pid].save_pretrained(folder / pid)
+
+
+def summarise(data: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mars2 {data['config']['name']} (seed {data['config']['seed']})")
+    table.add_column("metric")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    first, last = data.get("initial") or {}, data.get("final") or {}
+    for key in ("eval/pass1", "eval/pass1_mcts", "eval/pass_at_n", "eval/avg_pass1"):
+        if key in last:
+            table.add_row(key, f"{first.get(key, float('nan')):.3f}", f"{last[key]:.3f}")
+    table.add_row("wall s", "", f"{data.get('wall_s', 0):.0f}")
+    Console(stderr=True).print(table)

@@ -1,0 +1,104 @@
+"""Start-up validation of the resolved run config (verl-style: one clear message naming the key).
+
+Plain Python over a nested dict (``OmegaConf.to_container(cfg, resolve=True)``) so the algorithm core
+never needs Hydra. Everything a later stage relies on is checked here, before any model is built."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+PARADIGMS = ("single", "homogeneous", "heterogeneous")
+SEARCH_MODES = ("ab_mcts", "iid", "sequential", "t_plus")
+POSTERIORS = ("gaussian", "beta")
+LOSSES = ("gspo", "grpo")
+SHAPINGS = ("tree", "none")
+REWARD_TESTS = ("all", "public", "hidden")
+BACKENDS = ("hf", "vllm", "openai")
+EVAL_MODES = ("system", "agent")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+def _get(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"missing config key `{key}`")
+        node = node[part]
+    return node
+
+
+def _choice(cfg: Mapping[str, Any], key: str, options: tuple[str, ...]) -> None:
+    value = _get(cfg, key)
+    if value not in options:
+        raise ConfigError(f"`{key}` must be one of {list(options)}, got {value!r}")
+
+
+def _int(cfg: Mapping[str, Any], key: str, minimum: int = 1) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"`{key}` must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ConfigError(f"`{key}` must be >= {minimum}, got {value}")
+
+
+def _float(cfg: Mapping[str, Any], key: str, lo: float | None = None, hi: float | None = None) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"`{key}` must be a number, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"`{key}` must be in [{lo}, {hi}], got {value}")
+
+
+def validate_config(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first problem found. ``cfg`` is the resolved train config as a dict."""
+    _choice(cfg, "paradigm.name", PARADIGMS)
+    _int(cfg, "paradigm.n_agents")
+    roster = _get(cfg, "model.roster")
+    policies = _get(cfg, "model.policies")
+    if not roster:
+        raise ConfigError("`model.roster` is empty")
+    for pid in roster:
+        if pid not in policies:
+            raise ConfigError(f"`model.roster` names {pid!r}, which is not under `model.policies`")
+    n_agents = cfg["paradigm"]["n_agents"]
+    if cfg["paradigm"]["name"] == "single" and n_agents != 1:
+        raise ConfigError(f"`paradigm.n_agents` must be 1 for paradigm=single, got {n_agents}")
+    if cfg["paradigm"]["name"] == "heterogeneous" and n_agents > len(roster):
+        raise ConfigError(
+            f"`paradigm.n_agents`={n_agents} does not fit the roster of model={cfg['model']['name']} "
+            f"({len(roster)} policies: {list(roster)}); use fewer agents or a larger roster"
+        )
+    if not _get(cfg, "roles"):
+        raise ConfigError("`roles` is empty")
+    _choice(cfg, "search.mode", SEARCH_MODES)
+    _choice(cfg, "search.posterior", POSTERIORS)
+    _choice(cfg, "search.score", ("pass_all", "fraction"))
+    _choice(cfg, "search.feedback", ("vanilla", "t_plus"))
+    _int(cfg, "search.budget")
+    _choice(cfg, "rl.loss", LOSSES)
+    _choice(cfg, "rl.shaping", SHAPINGS)
+    _choice(cfg, "rl.reward_tests", REWARD_TESTS)
+    _float(cfg, "rl.eps_low", 0.0, 1.0)
+    _float(cfg, "rl.eps_high", 0.0, 10.0)
+    _float(cfg, "rl.kl_coef", 0.0)
+    _float(cfg, "rl.lam", 0.0, 1.0)
+    _float(cfg, "rl.gamma", 0.0)
+    _int(cfg, "rl.rollout_batch_size")
+    _int(cfg, "rl.train_batch_size")
+    _choice(cfg, "rollout.backend", BACKENDS)
+    _int(cfg, "rollout.max_new_tokens")
+    _float(cfg, "rollout.temperature", 0.0)
+    _float(cfg, "rollout.top_p", 0.0, 1.0)
+    _int(cfg, "rounds", minimum=0)
+    _int(cfg, "eval.every")
+    _int(cfg, "eval.budget")
+    _int(cfg, "eval.n_problems", minimum=0)
+    _choice(cfg, "eval.mode", EVAL_MODES)
+    for b in _get(cfg, "eval.tts_budgets"):
+        if not isinstance(b, int) or b < 1:
+            raise ConfigError(f"`eval.tts_budgets` entries must be integers >= 1, got {b!r}")
+    _float(cfg, "sandbox.timeout_s", 0.01)
+    _int(cfg, "sandbox.workers")
+    _float(cfg, "model.optim.lr", 0.0)

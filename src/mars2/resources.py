@@ -1,0 +1,51 @@
+"""Pre-flight checks for real-scale runs (design.md "Real scale"): weights present, GPUs present, vLLM
+installed. Each failure is one clear sentence saying what to put where — never a traceback."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+class SetupError(RuntimeError):
+    """The machine or the files do not allow this run; the message says what is missing."""
+
+
+def hf_cache_has(hf_id: str) -> bool:
+    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    snap = home / f"models--{hf_id.replace('/', '--')}" / "snapshots"
+    return snap.is_dir() and any(snap.iterdir())
+
+
+def check_real_scale(cfg: Mapping[str, Any], policy_ids: Sequence[str]) -> list[str]:
+    """Problems found for a real-scale run (empty list: good to go)."""
+    problems: list[str] = []
+    gpus_needed = 0
+    for pid in policy_ids:
+        spec = cfg["model"]["policies"][pid]
+        path = spec.get("path")
+        found = bool(path) and (Path(path) / "config.json").is_file()
+        if not found and spec.get("hf_id") and hf_cache_has(spec["hf_id"]):
+            found = True
+        if not found:
+            problems.append(
+                f"no weights found for {pid} ({spec.get('hf_id')}): put the checkpoint (config.json, *.safetensors, "
+                f"tokenizer files) at {path} or set paths.models_dir / MARS2_MODELS_DIR, or pre-fill the HF cache"
+            )
+        gpus_needed += int(spec.get("gpus", 1) or 1)
+    try:
+        import torch
+
+        have = torch.cuda.device_count()
+    except Exception:  # pragma: no cover - torch import problems are reported elsewhere
+        have = 0
+    if cfg["trainer"].get("accelerator") in ("gpu", "cuda") or cfg["rollout"]["backend"] == "vllm":
+        if have < gpus_needed:
+            problems.append(
+                f"{gpus_needed} GPU(s) needed for model={cfg['model']['name']} with this team "
+                f"(sum of model.policies.*.gpus), {have} visible"
+            )
+    if cfg["rollout"]["backend"] == "vllm" and importlib.util.find_spec("vllm") is None:
+        problems.append("rollout=vllm needs the optional extra: pip install -e '.[vllm]'")
+    return problems

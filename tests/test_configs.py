@@ -1,0 +1,96 @@
+"""Every config group option composes, resolves and passes start-up validation; bad values get one clear
+message naming the key."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from mars2.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str], name: str = "train") -> dict:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/mars2-test-out"
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+GROUPS = ["paradigm", "model", "search", "task", "rl", "rollout", "sandbox", "trainer", "logger", "debug"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes_and_validates(group, option):
+    overrides = [f"{group}={option}"]
+    if group == "model" and option != "tiny":
+        # real rosters: the default heterogeneous team of 2 fits every roster
+        pass
+    c = compose_cfg(overrides)
+    validate_config(c)
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_composes(exp):
+    validate_config(compose_cfg([f"experiment={exp}"]))
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (ROOT / "sweeps").glob("*.yaml")))
+def test_every_sweep_composes(sweep):
+    validate_config(compose_cfg([f"+sweep={sweep}"]))
+
+
+def test_evaluate_config_composes():
+    c = compose_cfg(["search=t_plus"], name="evaluate")
+    assert c["eval"]["search"]["mode"] == "t_plus"
+    assert c["eval"]["n_problems"] == 0
+
+
+def test_defaults_are_the_issue_defaults():
+    c = compose_cfg([])
+    assert c["paradigm"]["name"] == "heterogeneous" and c["paradigm"]["n_agents"] == 2
+    assert c["model"]["name"] == "tiny" and c["search"]["mode"] == "ab_mcts"
+    assert c["task"]["name"] == "minicode" and c["rl"]["loss"] == "gspo"
+    assert c["rollout"]["backend"] == "hf" and c["trainer"]["accelerator"] == "cpu"
+    assert list(c["logger"]) == ["csv"]
+    # evaluation always uses AB-MCTS-A unless asked otherwise, whatever the training search
+    assert compose_cfg(["search=iid"])["eval"]["search"]["mode"] == "ab_mcts"
+
+
+@pytest.mark.parametrize("size,first", [("8b", "Qwen/Qwen3-8B"), ("14b", "Qwen/Qwen3-14B"), ("32b", "Qwen/Qwen3-32B")])
+def test_real_rosters_switch_engine_and_precision(size, first):
+    c = compose_cfg([f"model={size}"])
+    assert c["rollout"]["backend"] == "vllm"
+    assert c["trainer"]["strategy"]["_target_"].endswith("FSDPStrategy")
+    assert c["trainer"]["precision"] == "bf16-true"
+    assert c["search"]["budget"] == 8
+    assert c["model"]["policies"][c["model"]["roster"][0]]["hf_id"] == first
+    assert c["rl"]["overlong_buffer"] == 2048 and c["rollout"]["max_new_tokens"] == 32768
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["paradigm.n_agents=4"], "paradigm.n_agents"),  # tiny roster has 3 policies
+        (["paradigm=single", "paradigm.n_agents=2"], "paradigm.n_agents"),
+        (["search.budget=0"], "search.budget"),
+        (["search.posterior=laplace"], "search.posterior"),
+        (["rl.loss=ppo"], "rl.loss"),
+        (["rl.train_batch_size=two"], "rl.train_batch_size"),
+        (["eval.tts_budgets=[0,2]"], "eval.tts_budgets"),
+        (["rollout.top_p=1.5"], "rollout.top_p"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, key):
+    c = compose_cfg(overrides)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(c)

@@ -1,0 +1,22 @@
+"""Train a MARS2 team: `python train.py paradigm=heterogeneous model=tiny` (see README)."""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("MARS2_ROOT", str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from mars2.cli.train import run_train
+
+    return run_train(cfg)
+
+
+if __name__ == "__main__":
+    main()
