@@ -106,7 +106,6 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         module = MarsModule(models, loss_cfg, c["model"]["optim"])
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
         pad_ids = {pid: int(tokenizers[pid].pad_token_id) for pid in policy_ids}
-        stream = BufferStream(buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]))
         sample_cfg = pick(
             SampleConfig, rl, max_new_tokens=int(c["rollout"]["max_new_tokens"]),
             overlong_buffer=int(rl["overlong_buffer"]),
@@ -124,6 +123,10 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
             rollout_batch_size=int(rl["rollout_batch_size"]), reward_tests=rl["reward_tests"],
             eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
             on_eval=record.add_eval, progress=progress,
+        )
+        stream = BufferStream(
+            buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]),
+            before_round=rollout.run_round,
         )
         ckpt = pl.callbacks.ModelCheckpoint(
             dirpath=out / "checkpoints", every_n_epochs=int(c["ckpt_every"]), save_last=True, save_top_k=-1,

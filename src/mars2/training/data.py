@@ -1,7 +1,7 @@
 """The training data stream: minibatches drawn from the per-policy buffers (method.md §5).
 
-The stream is lazy: buffers are read when Lightning pulls the first batch of an epoch, which happens after
-the rollout callback's `on_train_epoch_start` has filled them. Old log-probs of every minibatch a policy
+The stream drives the round: when Lightning starts iterating an epoch it first calls `before_round` (the
+rollout callback's `run_round`, which grows the trees and fills the buffers), then yields the ready minibatches. Old log-probs of every minibatch a policy
 takes in a round are recomputed with that policy *before* its first update of the round."""
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class BufferStream(IterableDataset):
         policies: Callable[[], Mapping[str, torch.nn.Module]],
         pad_ids: Mapping[str, int],
         epochs_per_batch: int = 1,
+        before_round: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.buffers = buffers
@@ -30,9 +31,13 @@ class BufferStream(IterableDataset):
         self.pad_ids = dict(pad_ids)
         self.epochs_per_batch = epochs_per_batch
         self.taken: dict[str, int] = {}
+        self.before_round = before_round
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.taken = {}
+        if self.before_round is not None:
+            self.before_round()
+        yielded = False
         for pid in list(self.buffers.ready_policies()):
             minibatches = self.buffers[pid].take()
             if not minibatches:
@@ -45,7 +50,12 @@ class BufferStream(IterableDataset):
                 for mb in minibatches:
                     batch = collate(mb, self.pad_ids[pid])
                     batch["policy_id"] = pid
+                    yielded = True
                     yield batch
+        if not yielded:
+            # No policy is ready this round: one no-op batch keeps the epoch (= round) non-empty, because
+            # Lightning ends `fit` early on an epoch whose iterator is exhausted at once.
+            yield {"policy_id": None}
 
 
 class BufferDataModule(pl.LightningDataModule):

@@ -68,8 +68,10 @@ class MarsModule(pl.LightningModule):
         return opts[idx], scheds[idx]
 
     # -- training ---------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         pid = batch["policy_id"]
+        if pid is None:  # no-op batch of a round in which no policy had a full batch
+            return None
         model = self.policies[pid]
         ref = self.refs[pid] if pid in self.refs else None
         opt, sched = self._optimizer_of(pid)

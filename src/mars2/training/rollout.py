@@ -1,6 +1,9 @@
 """The TreeSearchRollout callback: each round (= Lightning epoch) grows one tree per problem of the rollout
 batch with the current policies, turns the trees into samples for the per-policy buffers, and evaluates on
-held-out problems every few rounds (design.md "Data flow")."""
+held-out problems every few rounds (design.md "Data flow").
+
+Round = epoch. The rollout of a round runs when the epoch's data stream is first iterated (see `run_round`);
+logging, evaluation and checkpointed state are handled by the epoch-end hook."""
 from __future__ import annotations
 
 import json
@@ -89,10 +92,12 @@ class TreeSearchRollout(pl.Callback):
         # data position: an epoch-wise seeded permutation of the train problems
         self.data_epoch = 0
         self.data_pos = 0
+        self.rounds_done = 0
         self.history: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
         self._round_metrics: dict[str, float] = {}
         self._t_round = 0.0
+        self._rounds_task = None
 
     # -- data -------------------------------------------------------------------------------------------------
     def _order(self, epoch: int) -> list[int]:
@@ -114,11 +119,16 @@ class TreeSearchRollout(pl.Callback):
 
     # -- hooks ------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.eval_cfg.get("at_start", True) and trainer.current_epoch == 0 and not self.evals:
+        if self.progress is not None:
+            self._rounds_task = self.progress.add_task("rounds", total=trainer.max_epochs, completed=self.rounds_done)
+        if self.eval_cfg.get("at_start", True) and self.rounds_done == 0 and not self.evals:
             self.evaluate(trainer, round_idx=0)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        round_idx = trainer.current_epoch
+    def run_round(self) -> None:
+        """Grow the trees of one round and fill the buffers. Called by the BufferStream when Lightning starts
+        iterating an epoch: for the first epoch Lightning pre-fetches a batch *before* `on_train_epoch_start`,
+        so the rollout must be triggered by the data stream itself, not by an epoch hook."""
+        round_idx = self.rounds_done
         self._t_round = time.perf_counter()
         problems = self.next_batch()
         runner = SearchRunner(self.backend, self.scorer, self.agents, self.search, reward_tests=self.reward_tests)
@@ -147,7 +157,8 @@ class TreeSearchRollout(pl.Callback):
         self.last_trees = trees
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        round_idx = trainer.current_epoch + 1  # rounds completed
+        self.rounds_done += 1
+        round_idx = self.rounds_done
         m = dict(self._round_metrics)
         for pid, stats in pl_module.drain_round_stats().items():
             m[f"policy/{pid}/updates"] = float(len(stats))
@@ -158,6 +169,8 @@ class TreeSearchRollout(pl.Callback):
         m["time/round_s"] = time.perf_counter() - self._t_round
         m["round"] = float(round_idx)
         self.history.append(m)
+        if self.progress is not None and self._rounds_task is not None:
+            self.progress.update(self._rounds_task, completed=round_idx)
         for logger in trainer.loggers:
             logger.log_metrics(m, step=round_idx)
         every = int(self.eval_cfg.get("every", 1))
@@ -209,6 +222,7 @@ class TreeSearchRollout(pl.Callback):
         return {
             "data_epoch": self.data_epoch,
             "data_pos": self.data_pos,
+            "rounds_done": self.rounds_done,
             "history": self.history,
             "evals": self.evals,
             "buffers": self.buffers.state_dict(),
@@ -217,6 +231,7 @@ class TreeSearchRollout(pl.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.data_epoch = state["data_epoch"]
         self.data_pos = state["data_pos"]
+        self.rounds_done = state["rounds_done"]
         self.history = state["history"]
         self.evals = state["evals"]
         self.buffers.load_state_dict(state["buffers"])
