@@ -30,8 +30,9 @@ Our choices (documented here because method.md leaves them open):
   compositions of one (kind, depth) are ordered by a seeded hash and cut into consecutive blocks whose sizes
   follow ``SPLIT_SHARES`` among the splits that request that depth. Hence the assignment does not depend on
   the split sizes (changing ``n_train`` does not change which compositions are held out).
-- **Degenerate problems are rejected:** if all tests share one output, or a trivial program (return the
-  input unchanged / return an empty value) passes more than ``TRIVIAL_MAX_FRACTION`` of hidden tests.
+- **Degenerate problems are rejected:** if all tests share one output, if leaving out any one step gives
+  the same hidden outputs (the tests could not check that phrase), or if a trivial program (return the
+  input unchanged / an empty value / 0) passes more than ``TRIVIAL_MAX_FRACTION`` of hidden tests.
 - Everything is drawn from ``random.Random`` instances seeded by strings (``f"minicode|{seed}|{split}"``),
   which CPython seeds through SHA-512: reproducible across processes and independent of PYTHONHASHSEED.
 """
@@ -42,6 +43,7 @@ import copy
 import hashlib
 import io
 import itertools
+import json
 import random
 import sys
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ from mars2.tasks.problem import Problem, TestCase
 __all__ = [
     "generate_minicode",
     "verify_problems",
+    "MINICODE_VERSION",
     "corpus_texts",
     "Primitive",
     "LIST_PRIMITIVES",
@@ -62,6 +65,9 @@ __all__ = [
     "TRIVIAL_MAX_FRACTION",
 ]
 
+# Bump whenever the generated problems change for a given seed/arguments, so caches keyed on the task
+# config (tokenizer, warm start) can include it.
+MINICODE_VERSION = 3
 SPLITS = ("warmup", "train", "test")
 # Fraction of each (kind, depth) composition pool owned by a split, renormalised among the splits that
 # request that depth (method.md §9 "disjoint compositions"). Fixed rather than size-proportional so the
@@ -74,6 +80,7 @@ TRIVIAL_MAX_FRACTION = 0.5
 # from the same seeded hash compared against the cumulative shares (rejection sampling).
 _ENUMERATE_LIMIT = 50_000
 _MAX_ATTEMPTS = 200
+_DUPLICATE_TRIES = 20
 _VALUE_RANGE = (-9, 9)
 _MAX_LEN = 8
 
@@ -98,14 +105,9 @@ class Primitive:
     reduction: bool = False
 
     def render(self, k: Any, verb: str = "return") -> tuple[str, str]:
-        """The phrase and code line for constant ``k``."""
-        if isinstance(k, str):
-            phrase = self.phrase.format(k=repr(k), verb=verb)
-            code = self.code.format(k=repr(k))
-        else:
-            phrase = self.phrase.format(k=k, verb=verb)
-            code = self.code.format(k=k)
-        return phrase, code
+        """The phrase and code line for constant ``k`` (characters are quoted with ``repr`` in both)."""
+        lit: Any = tuple(repr(c) for c in k) if isinstance(k, tuple) else (repr(k) if isinstance(k, str) else k)
+        return self.phrase.format(k=lit, verb=verb), self.code.format(k=lit)
 
 
 def _p(name: str, kind: str, phrase: str, code: str, fn: Callable[[Any, Any], Any],
@@ -202,14 +204,7 @@ _ALL = LIST_PRIMITIVES + LIST_REDUCTIONS + STRING_PRIMITIVES + STRING_REDUCTIONS
 _BY_NAME: dict[str, Primitive] = {p.name: p for p in _ALL}
 assert len(_BY_NAME) == len(_ALL), "primitive names must be unique"
 _SORTS = {"sort_asc", "sort_desc", "str_sort"}
-
-
-def _render_k(prim: Primitive, k: Any) -> tuple[str, str]:
-    """Phrase and code for one primitive; str_replace carries a pair of characters."""
-    if prim.name == "str_replace":
-        a, b = k
-        return prim.phrase.format(k=(repr(a), repr(b))), prim.code.format(k=(repr(a), repr(b)))
-    return prim.render(k)
+_CASES = {"str_upper", "str_lower"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -221,10 +216,11 @@ def _pools(kind: str) -> tuple[tuple[Primitive, ...], tuple[Primitive, ...]]:
 
 
 def _valid(comp: Sequence[str]) -> bool:
-    """Structural filter: no step repeated back-to-back, no sort directly after a sort (the first would be
-    dead code). Semantic degeneracy is caught later on the tests."""
+    """Structural filter: no step repeated back-to-back, no sort directly after a sort and no upper/lower
+    case directly after the other (the first step would be dead code). Semantic degeneracy is caught later
+    on the tests."""
     for a, b in zip(comp, comp[1:]):
-        if a == b or (a in _SORTS and b in _SORTS):
+        if a == b or (a in _SORTS and b in _SORTS) or (a in _CASES and b in _CASES):
             return False
     return True
 
@@ -272,6 +268,7 @@ class _CompositionSampler:
             for depth in sorted({d for ds in depths_by_split.values() for d in ds}):
                 if _n_candidates(kind, depth) <= _ENUMERATE_LIMIT:
                     self._partition(kind, depth)
+        self._sets = {k: set(v) for k, v in self._pool.items()}
 
     def _partition(self, kind: str, depth: int) -> None:
         splits = _requesting(self.depths_by_split, depth)
@@ -294,26 +291,22 @@ class _CompositionSampler:
             self._pool[(kind, depth, s)] = comps[a:b]
 
     def owner(self, kind: str, comp: tuple[str, ...]) -> str:
-        """The split that owns ``comp`` (used for large, non-enumerated pools and in tests)."""
+        """The split that owns ``comp``: explicit blocks for enumerated pools, else the hash threshold."""
         depth = len(comp)
-        key_pools = [s for s in SPLITS if (kind, depth, s) in self._pool]
-        if key_pools:
-            for s in key_pools:
-                if comp in self._pool_sets().get((kind, depth, s), ()):
-                    return s
-            raise KeyError(comp)
+        for s in SPLITS:
+            if comp in self._sets.get((kind, depth, s), ()):
+                return s
+        if any((kind, depth, s) in self._pool for s in SPLITS):
+            raise KeyError(f"{comp} is not a valid {kind} composition of depth {depth}")
         splits = _requesting(self.depths_by_split, depth)
+        if not splits:
+            raise KeyError(f"no split requests depth {depth}")
         u, acc = _comp_hash(self.seed, comp), 0.0
         for s, share in zip(splits, _shares(splits)):
             acc += share
             if u < acc:
                 return s
         return splits[-1]
-
-    def _pool_sets(self) -> dict[tuple[str, int, str], set[tuple[str, ...]]]:
-        if not hasattr(self, "_sets"):
-            self._sets = {k: set(v) for k, v in self._pool.items()}
-        return self._sets
 
     def sample(self, rng: random.Random, kind: str, depth: int, split: str) -> tuple[str, ...]:
         pool = self._pool.get((kind, depth, split))
@@ -420,11 +413,20 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
             hidden_in.append(v)
     if len(hidden_in) < n_hidden:
         return None
-    hidden_out = [_apply(spec.steps, copy.deepcopy(v)) for v in hidden_in]
+    # Primitives never mutate their argument (each builds a new value), so no copies are needed.
+    hidden_out = [_apply(spec.steps, v) for v in hidden_in]
 
     # Degeneracy (method.md §2: hidden tests decide correctness, so they must discriminate).
     if len({_key(o) for o in hidden_out}) <= 1:
         return None
+    # Every step must matter: if leaving one transform out gives the same hidden outputs, the tests cannot
+    # check that phrase (e.g. "convert to upper case, then return the length"), so the problem is rejected.
+    for i, (prim, _) in enumerate(spec.steps):
+        if prim.reduction:
+            continue
+        rest = spec.steps[:i] + spec.steps[i + 1:]
+        if all(_key(_apply(rest, v)) == _key(o) for v, o in zip(hidden_in, hidden_out)):
+            return None
     empty: Any = "" if is_str else []
     trivial_passes = max(
         sum(_key(o) == _key(i) for i, o in zip(hidden_in, hidden_out)),  # return the input unchanged
@@ -437,6 +439,7 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
             trivial_passes,
             sum(o == _norm_text(_stdin_in(i)) for i, o in zip(hidden_in, outs)),
             sum(o == [] for o in outs),
+            sum(o == ["0"] for o in outs),  # print 0 (also matches a one-element list [0])
         )
     if trivial_passes > TRIVIAL_MAX_FRACTION * n_hidden:
         return None
@@ -450,7 +453,7 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
             v = _rand_str(rng, 3, 7) if is_str else _rand_list(rng, 3, 6)
             if _key(v) in seen:
                 continue
-            out = _apply(spec.steps, copy.deepcopy(v))
+            out = _apply(spec.steps, v)
             best = v
             if _key(out) != _key(v) and _key(out) not in (_key(empty), _key(0)):
                 break
@@ -458,7 +461,7 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
             return None
         seen.add(_key(best))
         public_in.append(best)
-    public_out = [_apply(spec.steps, copy.deepcopy(v)) for v in public_in]
+    public_out = [_apply(spec.steps, v) for v in public_in]
 
     def case(i: Any, o: Any) -> TestCase:
         if spec.family == "stdin":
@@ -475,15 +478,7 @@ def _render(spec: _Spec) -> tuple[str, str, str]:
     red = spec.steps[-1][0] if spec.steps and spec.steps[-1][0].reduction else None
     verb = "print" if spec.family == "stdin" else "return"
     for prim, k in spec.steps:
-        if prim.reduction:
-            if prim.name == "str_count":
-                phrases.append(prim.phrase.format(k=repr(k), verb=verb))
-                lines.append(prim.code.format(k=repr(k)))
-            else:
-                phrases.append(prim.phrase.format(verb=verb))
-                lines.append(prim.code)
-            continue
-        ph, ln = _render_k(prim, k)
+        ph, ln = prim.render(k, verb)
         phrases.append(ph)
         lines.append(ln)
     if red is None:
@@ -523,25 +518,19 @@ def _generate_split(split: str, n: int, depths: tuple[int, ...], seed: int, samp
         depth = rng.choice(depths)
         npub = rng.randint(*n_public)
         chosen = None
-        fallback = None
         for attempt in range(_MAX_ATTEMPTS):
             comp = sampler.sample(rng, _kind(family), depth, split)
             steps = [(_BY_NAME[name], _draw_constant(rng, _BY_NAME[name])) for name in comp]
             spec = _Spec(family, steps)
-            tests = _build_tests(rng, spec, npub, n_hidden)
-            if tests is None:
-                continue
             statement, ref, starter = _render(spec)
-            cand = (comp, spec, tests, statement, ref, starter)
-            # Prefer a statement not yet used in this split; small pools (depth 1) may force repeats.
-            if statement not in statements:
-                chosen = cand
+            # Prefer a statement not yet used in this split; small pools (depth 1) force repeats, which
+            # are then accepted (with fresh tests) after a few tries.
+            if statement in statements and attempt < _DUPLICATE_TRIES:
+                continue
+            tests = _build_tests(rng, spec, npub, n_hidden)
+            if tests is not None:
+                chosen = (comp, spec, tests, statement, ref, starter)
                 break
-            if fallback is None:
-                fallback = cand
-            if attempt >= 20:
-                break
-        chosen = chosen or fallback
         if chosen is None:
             raise RuntimeError(f"minicode: no non-degenerate {family} problem of depth {depth} for {split}")
         comp, spec, (pub, hid), statement, ref, starter = chosen
@@ -618,7 +607,12 @@ def _run_reference(problem: Problem, test: TestCase) -> Any:
 def _matches(problem: Problem, got: Any, expected: Any) -> bool:
     if problem.mode == "stdin":
         return _norm_text(str(got)) == _norm_text(str(expected))
-    return got == expected and type(got) is type(expected)
+    # Functional outputs are compared as JSON-compatible values (the Problem schema: tuples become lists),
+    # via canonical JSON text so that True != 1 and 1.0 != 1.
+    try:
+        return json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    except (TypeError, ValueError):
+        return got == expected
 
 
 def verify_problems(problems: Iterable[Problem]) -> list[str]:

@@ -1,0 +1,51 @@
+"""Task registry: one name → one split dict ``{"warmup"|"train"|"test": [Problem, ...]}`` (method.md §9).
+
+``minicode`` is generated in-process; the real benchmarks are read from local files by ``loaders`` (never
+downloaded).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mars2.tasks.problem import Problem
+
+
+def _minicode(**kwargs: Any) -> dict[str, list[Problem]]:
+    from mars2.tasks.minicode import generate_minicode
+
+    return generate_minicode(**kwargs)
+
+
+def _livecodebench(**kwargs: Any) -> dict[str, list[Problem]]:
+    from mars2.tasks.loaders import load_livecodebench
+
+    return load_livecodebench(**kwargs)
+
+
+def _deepcoder(**kwargs: Any) -> dict[str, list[Problem]]:
+    from mars2.tasks.loaders import load_deepcoder
+
+    return load_deepcoder(**kwargs)
+
+
+def _humaneval(**kwargs: Any) -> dict[str, list[Problem]]:
+    from mars2.tasks.loaders import load_humaneval
+
+    return load_humaneval(**kwargs)
+
+
+TASKS: dict[str, Callable[..., dict[str, list[Problem]]]] = {
+    "minicode": _minicode,
+    "livecodebench": _livecodebench,
+    "deepcoder": _deepcoder,
+    "humaneval": _humaneval,
+}
+
+
+def load_task(name: str, **kwargs: Any) -> dict[str, list[Problem]]:
+    """Load task ``name`` with its keyword arguments; unknown names raise ``ValueError`` listing known ones."""
+    try:
+        factory = TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+    return factory(**kwargs)

@@ -1,0 +1,267 @@
+"""minicode benchmark (method.md §9, design.md "The miniature world")."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from mars2.tasks import Problem, TestCase
+from mars2.tasks.minicode import (
+    LIST_PRIMITIVES,
+    STRING_PRIMITIVES,
+    corpus_texts,
+    generate_minicode,
+    verify_problems,
+)
+from mars2.tasks.registry import load_task
+
+SMALL = dict(n_warmup=300, n_train=150, n_test=80)
+
+
+@pytest.fixture(scope="module")
+def default_splits() -> dict[str, list[Problem]]:
+    return generate_minicode(seed=0)
+
+
+@pytest.fixture(scope="module")
+def small() -> dict[str, list[Problem]]:
+    return generate_minicode(seed=3, **SMALL)
+
+
+def _fingerprint(splits: dict[str, list[Problem]]) -> list[tuple]:
+    return [(p.id, p.statement, p.reference_solution, p.public_tests, p.hidden_tests, p.meta["composition"])
+            for s in ("warmup", "train", "test") for p in splits[s]]
+
+
+def test_sizes_ids_and_depths(default_splits: dict[str, list[Problem]]) -> None:
+    assert {k: len(v) for k, v in default_splits.items()} == {"warmup": 2000, "train": 512, "test": 128}
+    assert default_splits["test"][7].id == "minicode/test/0007"
+    assert default_splits["warmup"][1999].id == "minicode/warmup/1999"
+    depths = {"warmup": {1, 2}, "train": {1, 2, 3}, "test": {2, 3}}
+    for split, probs in default_splits.items():
+        assert {p.difficulty for p in probs} == depths[split]
+        for p in probs:
+            assert p.difficulty == p.meta["depth"] == len(p.meta["composition"])
+            assert isinstance(p.meta["composition"], tuple)
+            assert p.meta["split"] == split
+
+
+def test_deterministic_and_seed_dependent() -> None:
+    a = generate_minicode(seed=5, **SMALL)
+    b = generate_minicode(seed=5, **SMALL)
+    c = generate_minicode(seed=6, **SMALL)
+    assert _fingerprint(a) == _fingerprint(b)
+    assert _fingerprint(a) != _fingerprint(c)
+
+
+def test_held_out_compositions_do_not_depend_on_split_sizes() -> None:
+    a = generate_minicode(seed=1, n_warmup=50, n_train=50, n_test=60)
+    b = generate_minicode(seed=1, n_warmup=400, n_train=10, n_test=60)
+    assert _fingerprint({"warmup": [], "train": [], "test": a["test"]}) == \
+        _fingerprint({"warmup": [], "train": [], "test": b["test"]})
+
+
+def test_compositions_disjoint_across_splits(default_splits: dict[str, list[Problem]]) -> None:
+    comps = {s: {p.meta["composition"] for p in ps} for s, ps in default_splits.items()}
+    assert not comps["test"] & comps["train"]
+    assert not comps["test"] & comps["warmup"]
+    assert not comps["train"] & comps["warmup"]
+    # Also with other depth settings (depth-1 pools are small and shared by warmup and train).
+    other = generate_minicode(seed=2, n_warmup=200, n_train=200, n_test=50, warmup_depths=(1, 2, 3),
+                              train_depths=(1, 2, 3), test_depths=(1, 3, 4))
+    oc = {s: {p.meta["composition"] for p in ps} for s, ps in other.items()}
+    assert not (oc["test"] & oc["train"]) and not (oc["test"] & oc["warmup"]) and not (oc["train"] & oc["warmup"])
+    assert {p.difficulty for p in other["test"]} == {1, 3, 4}
+
+
+def test_references_pass_their_own_tests(default_splits: dict[str, list[Problem]]) -> None:
+    for probs in default_splits.values():
+        assert verify_problems(probs) == []
+
+
+def test_verify_problems_catches_a_wrong_reference(small: dict[str, list[Problem]]) -> None:
+    p = next(p for p in small["test"] if p.mode == "functional" and p.meta["family"] == "list")
+    bad = Problem(id="bad", statement=p.statement, mode="functional", public_tests=p.public_tests,
+                  hidden_tests=p.hidden_tests, entry_point="solve", reference_solution="def solve(xs):\n    return xs")
+    errors = verify_problems([bad])
+    assert errors and all(e.startswith("bad:") for e in errors)
+    crash = Problem(id="crash", statement="", mode="stdin", public_tests=(TestCase("1\n", "1\n"),),
+                    hidden_tests=(), reference_solution="raise ValueError('x')")
+    assert verify_problems([crash]) == ["crash: public test 0 raised ValueError: x"]
+
+
+def test_hand_computed_examples() -> None:
+    """The reference code and the test oracle agree with hand-computed values."""
+    ns: dict = {}
+    stmt_code = {
+        "keep only the even numbers": "xs = [x for x in xs if x % 2 == 0]",
+        "add 3 to every number": "xs = [x + 3 for x in xs]",
+        "remove duplicate numbers keeping first occurrences": "xs = list(dict.fromkeys(xs))",
+    }
+    by_phrase = {p.render(3)[0]: p for p in LIST_PRIMITIVES}
+    for phrase, code in stmt_code.items():
+        prim = by_phrase[phrase]
+        assert prim.render(3)[1] == code
+    exec("def f(xs):\n    xs = [x for x in xs if x >= 0]\n    xs = [x * 2 for x in xs]\n    return sum(xs)", ns)
+    assert ns["f"]([1, -2, 3]) == 8
+    by_name = {p.name: p for p in LIST_PRIMITIVES + STRING_PRIMITIVES}
+    assert by_name["dedup"].fn([3, 1, 3, 2, 1], None) == [3, 1, 2]
+    assert by_name["mod"].fn([-3, 4], 3) == [0, 1]
+    assert by_name["str_remove_vowels"].fn("Abcde", None) == "bcd"
+    assert by_name["str_replace"].fn("abba", ("b", "x")) == "axxa"
+
+
+def test_statement_and_reference_format(default_splits: dict[str, list[Problem]]) -> None:
+    for p in default_splits["train"]:
+        lines = p.reference_solution.split("\n")
+        fam = p.meta["family"]
+        reduce = p.meta["composition"][-1] in {"sum", "count", "max", "min", "str_len", "str_count"}
+        # signature/read line + one line per non-reduction primitive + return/print line
+        assert len(lines) == 1 + p.difficulty - reduce + 1, p.reference_solution
+        if fam == "stdin":
+            assert p.mode == "stdin" and p.entry_point is None
+            assert lines[0] == "xs = list(map(int, input().split()))"
+            assert lines[-1].startswith("print(")
+            assert p.statement.startswith("Read a line of space-separated integers xs: ")
+        else:
+            assert p.mode == "functional" and p.entry_point == "solve"
+            assert lines[0] == p.starter_code == ("def solve(s):" if fam == "string" else "def solve(xs):")
+            assert all(ln.startswith("    ") for ln in lines[1:])
+            assert lines[-1].startswith("    return ")
+        assert "import" not in p.reference_solution
+        assert p.statement.count(", then ") == p.difficulty - reduce
+        assert len(p.statement) < 260
+        compile(p.reference_solution, p.id, "exec")
+
+
+def test_tests_shape_and_edge_cases(default_splits: dict[str, list[Problem]]) -> None:
+    for split, probs in default_splits.items():
+        for p in probs:
+            assert 2 <= len(p.public_tests) <= 3
+            assert len(p.hidden_tests) == 10
+            inputs = [repr(t.input) for t in p.all_tests]
+            assert len(set(inputs)) == len(inputs), "public and hidden tests must not overlap"
+            if p.mode == "stdin":
+                assert p.hidden_tests[0].input == "\n"
+                assert all(t.input.endswith("\n") and t.output.endswith("\n") for t in p.all_tests)
+            else:
+                assert p.hidden_tests[0].input in ([[]], [""])
+                assert all(isinstance(t.input, list) and len(t.input) == 1 for t in p.all_tests)
+                assert len(p.hidden_tests[1].input[0]) == 1  # single element
+    p = next(p for p in default_splits["test"] if p.meta["family"] == "list")
+    assert any(len(t.input[0]) != len(set(t.input[0])) for t in p.hidden_tests), "duplicates edge case"
+    assert any(t.input[0] and max(t.input[0]) < 0 for t in p.hidden_tests), "all-negative edge case"
+
+
+def test_families_present(default_splits: dict[str, list[Problem]]) -> None:
+    for split, probs in default_splits.items():
+        fams = Counter(p.meta["family"] for p in probs)
+        assert set(fams) == {"list", "string", "stdin"}, (split, fams)
+    fams = Counter(p.meta["family"] for p in default_splits["warmup"])
+    assert 0.12 < fams["stdin"] / 2000 < 0.28 and 0.12 < fams["string"] / 2000 < 0.28
+    only_list = generate_minicode(seed=0, n_warmup=50, n_train=10, n_test=10, stdin_fraction=0.0,
+                                  string_fraction=0.0)
+    assert {p.meta["family"] for ps in only_list.values() for p in ps} == {"list"}
+
+
+def test_every_primitive_is_taught_in_warmup(default_splits: dict[str, list[Problem]]) -> None:
+    seen = {n for p in default_splits["warmup"] for n in p.meta["composition"]}
+    names = {p.name for p in LIST_PRIMITIVES + STRING_PRIMITIVES}
+    assert names <= seen
+
+
+def _trivial_outputs(p: Problem, test: TestCase) -> list:
+    """What trivial programs would output: the input unchanged, an empty value, 0."""
+    if p.mode == "stdin":
+        return [test.input, "\n", "0\n"]
+    arg = test.input[0]
+    return [arg, "" if isinstance(arg, str) else [], 0]
+
+
+def _same(p: Problem, a, b) -> bool:
+    if p.mode == "stdin":
+        return a.split() == b.split()
+    return a == b and type(a) is type(b)
+
+
+def test_trivial_programs_fail_most_hidden_tests(default_splits: dict[str, list[Problem]]) -> None:
+    for probs in default_splits.values():
+        for p in probs:
+            outs = [t.output for t in p.hidden_tests]
+            assert len({repr(o) for o in outs}) > 1, f"{p.id}: constant output"
+            for k in range(3):
+                passes = sum(_same(p, _trivial_outputs(p, t)[k], t.output) for t in p.hidden_tests)
+                assert passes <= 5, (p.id, k, passes)
+    # ...and a trivial program passes few tests overall (hand-checked rate bound).
+    total = sum(len(p.hidden_tests) for p in default_splits["test"])
+    identity = sum(_same(p, _trivial_outputs(p, t)[0], t.output)
+                   for p in default_splits["test"] for t in p.hidden_tests)
+    assert identity / total < 0.25
+
+
+def test_every_step_is_checked_by_the_hidden_tests(default_splits: dict[str, list[Problem]]) -> None:
+    """Leaving out any one non-reduction line of the reference changes some hidden output."""
+    from mars2.tasks.minicode import LIST_REDUCTIONS, STRING_REDUCTIONS
+
+    reductions = {p.name for p in LIST_REDUCTIONS + STRING_REDUCTIONS}
+    for p in default_splits["test"][:60]:
+        lines = p.reference_solution.split("\n")
+        n_steps = p.difficulty - (p.meta["composition"][-1] in reductions)
+        for i in range(1, 1 + n_steps):
+            mutant = Problem(id=f"{p.id}-drop{i}", statement="", mode=p.mode, public_tests=(),
+                             hidden_tests=p.hidden_tests, entry_point=p.entry_point,
+                             reference_solution="\n".join(lines[:i] + lines[i + 1:]))
+            assert verify_problems([mutant]), f"{p.id}: line {i} is not checked by any hidden test"
+
+
+def test_public_examples_are_mostly_informative(default_splits: dict[str, list[Problem]]) -> None:
+    informative = sum(
+        not _same(p, _trivial_outputs(p, t)[0], t.output) for p in default_splits["test"] for t in p.public_tests
+    )
+    total = sum(len(p.public_tests) for p in default_splits["test"])
+    assert informative / total > 0.9
+
+
+def test_corpus_texts(small: dict[str, list[Problem]]) -> None:
+    texts = corpus_texts(small["warmup"])
+    assert len(texts) == 2 * len(small["warmup"])
+    assert texts[0] == small["warmup"][0].statement and texts[1] == small["warmup"][0].reference_solution
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        generate_minicode(n_hidden=3)
+    with pytest.raises(ValueError):
+        generate_minicode(test_depths=())
+    with pytest.raises(ValueError):
+        generate_minicode(stdin_fraction=0.7, string_fraction=0.5)
+
+
+def test_registry() -> None:
+    splits = load_task("minicode", seed=3, **SMALL)
+    assert _fingerprint(splits) == _fingerprint(generate_minicode(seed=3, **SMALL))
+    with pytest.raises(ValueError, match="known tasks: deepcoder, humaneval, livecodebench, minicode"):
+        load_task("nope")
+
+
+def _sandbox_or_skip():
+    sandbox = pytest.importorskip("mars2.sandbox")
+    if not hasattr(sandbox, "Sandbox"):
+        pytest.skip("mars2.sandbox.Sandbox not available yet")
+    return sandbox.Sandbox
+
+
+def test_references_pass_in_real_sandbox(small: dict[str, list[Problem]]) -> None:
+    Sandbox = _sandbox_or_skip()
+    rng = random.Random(0)
+    probs = [p for ps in small.values() for p in ps]
+    sample = rng.sample(probs, 24)
+    sample += [next(p for p in probs if p.mode == "stdin"), next(p for p in probs if p.meta["family"] == "string")]
+    evals = Sandbox().evaluate_many([(p, p.reference_solution) for p in sample])
+    for p, ev in zip(sample, evals):
+        assert ev.public.all_passed and ev.hidden.all_passed, (p.id, ev)
+    # and a wrong program fails somewhere
+    p = next(p for p in sample if p.meta["family"] == "list")
+    (ev,) = Sandbox().evaluate_many([(p, "def solve(xs):\n    return xs")])
+    assert not ev.hidden.all_passed
