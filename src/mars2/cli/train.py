@@ -102,7 +102,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         backend = build_backend(c, models, tokenizers, seed=int(c["seed"]))
         rl = c["rl"]
         tis = rl["tis"] if isinstance(rl["tis"], bool) else c["rollout"]["backend"] != "hf"
-        loss_cfg = pick(LossConfig, rl, tis=tis)
+        loss_cfg = pick(LossConfig, rl, tis=tis, temperature=float(c["rollout"]["temperature"]))
         module = MarsModule(models, loss_cfg, c["model"]["optim"])
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
         pad_ids = {pid: int(tokenizers[pid].pad_token_id) for pid in policy_ids}
@@ -126,7 +126,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         )
         stream = BufferStream(
             buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]),
-            before_round=rollout.run_round,
+            before_round=rollout.run_round, temperature=loss_cfg.temperature,
         )
         ckpt = pl.callbacks.ModelCheckpoint(
             dirpath=out / "checkpoints", every_n_epochs=int(c["ckpt_every"]), save_last=True, save_top_k=-1,

@@ -24,6 +24,7 @@ class BufferStream(IterableDataset):
         pad_ids: Mapping[str, int],
         epochs_per_batch: int = 1,
         before_round: Callable[[], None] | None = None,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.buffers = buffers
@@ -32,6 +33,7 @@ class BufferStream(IterableDataset):
         self.epochs_per_batch = epochs_per_batch
         self.taken: dict[str, int] = {}
         self.before_round = before_round
+        self.temperature = temperature
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.taken = {}
@@ -44,7 +46,7 @@ class BufferStream(IterableDataset):
                 continue
             model = self.policies()[pid]
             for mb in minibatches:
-                compute_old_logprobs(model, mb, self.pad_ids[pid])
+                compute_old_logprobs(model, mb, self.pad_ids[pid], temperature=self.temperature)
             self.taken[pid] = sum(len(mb) for mb in minibatches)
             for _ in range(self.epochs_per_batch):
                 for mb in minibatches:
