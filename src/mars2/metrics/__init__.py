@@ -1,0 +1,28 @@
+"""Metrics of searches and evaluations (method.md §7): pass rates, TTS curves, confidence intervals,
+search statistics. Plain Python/numpy."""
+from mars2.metrics.passk import (
+    avg_pass1,
+    avg_pass1_values,
+    pass1_mcts,
+    pass1_mcts_values,
+    pass_at_1,
+    pass_at_n,
+    pass_at_n_values,
+    tts_curve,
+)
+from mars2.metrics.search_stats import search_stats
+from mars2.metrics.stats import mean_ci, t_quantile_two_sided
+
+__all__ = [
+    "avg_pass1",
+    "avg_pass1_values",
+    "mean_ci",
+    "pass1_mcts",
+    "pass1_mcts_values",
+    "pass_at_1",
+    "pass_at_n",
+    "pass_at_n_values",
+    "search_stats",
+    "t_quantile_two_sided",
+    "tts_curve",
+]

@@ -1,0 +1,113 @@
+"""Final-answer selection and metrics (method.md §7) on constructed trees with known answers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mars2.metrics import (
+    avg_pass1,
+    mean_ci,
+    pass1_mcts,
+    pass1_mcts_values,
+    pass_at_1,
+    pass_at_n,
+    search_stats,
+    t_quantile_two_sided,
+    tts_curve,
+)
+from mars2.sandbox.types import Evaluation, ExecResult, TestVerdict
+from mars2.search.select import final_answer
+from mars2.search.tree import Node, Tree
+
+
+def ev(public: bool, hidden: bool) -> Evaluation:
+    def res(ok: bool) -> ExecResult:
+        return ExecResult([TestVerdict("passed" if ok else "wrong_answer")])
+    return Evaluation(res(public), res(hidden))
+
+
+def build(pid: str, spec: list[tuple[int, int, float, bool, bool]]) -> Tree:
+    """spec rows: (parent_id, agent_id, score, public_pass, hidden_pass)."""
+    t = Tree(pid)
+    for parent, agent, score, pub, hid in spec:
+        t.add(Node(id=-1, parent_id=parent, depth=0, agent_id=agent, agent_name=f"a{agent}",
+                   score=score, evaluation=ev(pub, hid)))
+    return t
+
+
+# T1: 1 fails; 2 passes public only; 3 (refines 2) passes all.   final = 3 (newest of the best) → 1
+# T2: nothing passes.                                              final = 2 → 0
+# T3: 1 passes all; 2 passes public only.                          final = 2 (newest of ties) → 0
+T1 = build("t1", [(0, 0, 0.0, False, False), (0, 1, 1.0, True, False), (2, 0, 1.0, True, True)])
+T2 = build("t2", [(0, 0, 0.0, False, False), (1, 1, 0.0, False, False)])
+T3 = build("t3", [(0, 0, 1.0, True, True), (0, 1, 1.0, True, False)])
+TREES = [T1, T2, T3]
+
+
+def test_final_answer_rule_and_reward_model():
+    assert final_answer(T1).id == 3 and final_answer(T2).id == 2 and final_answer(T3).id == 2
+    assert final_answer(T1, budget=2).id == 2 and final_answer(T3, budget=1).id == 1
+    # tiebreak: only among best-public-score nodes, by R_θ
+    assert final_answer(T3, rm_scores={1: 0.9, 2: 0.1}).id == 1
+    assert final_answer(T1, rm_scores={1: 0.99, 2: 0.5, 3: 0.1}).id == 2  # node 1 (score 0) is no candidate
+    # rerank: all nodes by R_θ
+    assert final_answer(T1, rm_scores={1: 0.99, 2: 0.5, 3: 0.1}, mode="rerank").id == 1
+    # rerank ties → public score, then newest; unscored nodes rank last
+    assert final_answer(T1, rm_scores={1: 0.5, 2: 0.5}, mode="rerank").id == 2
+    with pytest.raises(ValueError):
+        final_answer(Tree("empty"))
+    with pytest.raises(ValueError):
+        final_answer(T1, mode="vote")
+
+
+def test_pass_metrics():
+    assert pass1_mcts_values(TREES) == [1.0, 0.0, 0.0]
+    assert pass1_mcts(TREES) == pytest.approx(1 / 3)
+    assert pass_at_n(TREES) == pytest.approx(2 / 3)
+    # avg_pass1: T1 nodes with score 1: {2: F, 3: T} → 1/2; T2 none → 0; T3 {1: T, 2: F} → 1/2
+    assert avg_pass1(TREES) == pytest.approx((0.5 + 0 + 0.5) / 3)
+    assert pass1_mcts(TREES, rm_scores=[None, None, {1: 0.9, 2: 0.1}]) == pytest.approx(2 / 3)
+    assert pass1_mcts([Tree("empty")]) == 0.0 and pass_at_n([Tree("empty")]) == 0.0
+    assert pass_at_1([1, 0, 0, 1]) == 0.5 and pass_at_1([True, True]) == 1.0
+    assert math.isnan(pass_at_1([]))
+
+
+def test_tts_curve_from_prefixes():
+    # b=1: T1→node1 F, T2→F, T3→node1 T = 1/3; b=2: T1→node2 F, T2 F, T3→node2 F = 0; b=3: as full = 1/3
+    assert tts_curve(TREES, [1, 2, 3]) == pytest.approx([1 / 3, 0.0, 1 / 3])
+    assert tts_curve(TREES, [60]) == pytest.approx([1 / 3])  # budget beyond the tree = whole tree
+    assert pass_at_n(TREES, budget=1) == pytest.approx(1 / 3)
+
+
+def test_mean_ci():
+    # [1, 0, 0]: mean 1/3, s = sqrt(1/3), t_{.975, 2} = 4.302653 (table) → half = 4.302653·sqrt(1/3)/sqrt(3)
+    m, lo, hi = mean_ci([1, 0, 0])
+    assert m == pytest.approx(1 / 3) and hi - m == pytest.approx(4.302653 / 3, rel=1e-6)
+    assert lo == pytest.approx(1 / 3 - 4.302653 / 3, rel=1e-6)
+    assert mean_ci([0.4]) == (0.4, 0.4, 0.4)
+    assert mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    assert all(math.isnan(x) for x in mean_ci([]))
+    # t table: ν=1 12.7062, ν=9 2.2622, ν=30 2.0423, ν=1000 1.9623; 99 %: ν=5 4.0321
+    for level, df, t in [(0.95, 1, 12.7062), (0.95, 9, 2.2622), (0.95, 30, 2.0423), (0.95, 1000, 1.9623),
+                         (0.99, 5, 4.0321)]:
+        assert t_quantile_two_sided(level, df) == pytest.approx(t, abs=1e-4)
+
+
+def test_mean_ci_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 7, 20, 150, 299, 301, 5000):
+        assert t_quantile_two_sided(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-9)
+
+
+def test_search_stats():
+    s = search_stats(TREES, agent_names=["a0", "a1", "a2"])
+    assert s["nodes"] == 7
+    assert s["depth_mean"] == pytest.approx((1 + 1 + 2 + 1 + 2 + 1 + 1) / 7)
+    assert s["depth_max"] == 2 and s["root_width_mean"] == pytest.approx((2 + 1 + 2) / 3)
+    assert s["refine_frac"] == pytest.approx(2 / 7)
+    assert s["public_pass_rate"] == pytest.approx(4 / 7) and s["hidden_pass_rate"] == pytest.approx(2 / 7)
+    # agent 0 made T1#1, T1#3, T2#1, T3#1; agent 1 made T1#2, T2#2, T3#2; agent 2 none
+    assert s["agent/a0/nodes"] == 4 and s["agent/a1/nodes"] == 3 and s["agent/a2/nodes"] == 0
+    assert s["agent/a0/hidden_pass_rate"] == pytest.approx(2 / 4)
+    assert s["agent/a1/public_pass_rate"] == pytest.approx(2 / 3) and s["agent/a1/hidden_pass_rate"] == 0.0
