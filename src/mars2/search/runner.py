@@ -18,7 +18,8 @@ import numpy as np
 from mars2.agents.base import AgentSpec, GenerationBackend, GenerationRequest
 from mars2.agents.extraction import extract_program
 from mars2.agents.prompts import fresh_messages, refine_messages
-from mars2.sandbox.types import Evaluation, ExecResult
+from mars2.sandbox.feedback import format_feedback
+from mars2.sandbox.types import Evaluation
 from mars2.search.ab_mcts import TreeSearch
 from mars2.search.factory import SearchConfig, SeedLike, make_tree_search
 from mars2.search.tree import Node, Tree
@@ -26,41 +27,6 @@ from mars2.tasks.problem import Problem
 
 REWARD_TESTS = ("all", "public", "hidden")
 Progress = Callable[[int, int], None]
-
-
-def _format_feedback_fallback(result: ExecResult, style: str = "vanilla", max_chars: int = 600) -> str:
-    """TODO(lead): minimal stand-in used only while ``mars2.sandbox.feedback.format_feedback`` does not exist;
-    delete once the sandbox's version lands. Vanilla (§2): per test "Result: Correct/Wrong" and a summary;
-    T+ (§6.1): the summary plus the first failing test's input/expected/actual or error."""
-    vs = result.verdicts
-    if vs and all(v.status == "no_code" for v in vs):
-        text = "No code found in the response."
-    elif style == "t_plus":
-        lines = [f"The program is correct for {result.n_passed} of {result.n_tests} tests."]
-        bad = next((v for v in vs if not v.passed), None)
-        if bad is not None:
-            lines.append(f"Input: {bad.input}")
-            if bad.status == "timeout":
-                lines.append(f"Time limit exceeded. {bad.error}".strip())
-            elif bad.status == "wrong_answer":
-                lines.append(f"Expected: {bad.expected}")
-                lines.append(f"Got: {bad.actual}")
-            else:
-                lines.append(f"Error: {bad.error or bad.status}")
-        text = "\n".join(lines)
-    else:
-        lines = [f"Test {i + 1}: Result: {'Correct' if v.passed else 'Wrong'}" for i, v in enumerate(vs)]
-        lines.append(f"The program is correct for {result.n_passed} of {result.n_tests} tests.")
-        text = "\n".join(lines)
-    return text if len(text) <= max_chars else text[: max(0, max_chars - 3)] + "..."
-
-
-def _feedback_fn() -> Callable[[ExecResult, str, int], str]:
-    try:  # the sandbox's formatter (written concurrently); imported lazily so the search works without it
-        from mars2.sandbox.feedback import format_feedback  # type: ignore[import-not-found]
-    except ImportError:
-        return _format_feedback_fallback
-    return format_feedback
 
 
 def search_score(evaluation: Evaluation, score: str) -> float:
@@ -104,7 +70,7 @@ class SearchRunner:
         self.agents = list(agents)
         self.config = config
         self.reward_tests = reward_tests
-        self.format_feedback = _feedback_fn()
+        self.format_feedback = format_feedback
         self.stats: dict[str, float] = {}
 
     def make_searches(self, problems: Sequence[Problem], budget: int | None = None, seed: int = 0) -> list[TreeSearch]:
