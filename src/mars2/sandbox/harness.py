@@ -52,6 +52,23 @@ _MAX_DEPTH = 200  # deeper values are rejected (a self-referencing list must not
 _BIG_INT = 10 ** 4000  # beyond this, ints travel as hex (CPython's int<->str digit limit is 4300)
 
 
+
+def _interpreter_dirs() -> list[str]:
+    """The directories the children need to run Python: the interpreter's prefixes and executable dir,
+    plus the ``sys.path`` entries *inside* those prefixes (stdlib, site-packages). Other ``sys.path``
+    entries – an editable install's ``src/``, the test directory pytest inserts, the current directory –
+    belong to the project and must stay invisible to the programs."""
+    prefixes = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix,
+                                              sys.base_exec_prefix) if p}
+    wanted = set(prefixes) | {os.path.dirname(os.path.realpath(sys.executable))}
+    for p in sys.path:
+        if not p:
+            continue
+        r = os.path.realpath(p)
+        if any(r == q or r.startswith(q + "/") for q in prefixes):
+            wanted.add(r)
+    return sorted(p for p in wanted if os.path.isdir(p))
+
 class Opaque:
     """A value that has no faithful JSON form (custom object, function, ...). Equal to nothing."""
 
@@ -633,9 +650,7 @@ class Server:
             elif os.path.isdir(d):
                 self._bind(d, new + d)
                 bound.append(d)
-        wanted = {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  os.path.dirname(os.path.realpath(sys.executable))} | {p for p in sys.path if p}
-        paths = sorted({os.path.realpath(p) for p in wanted if os.path.isdir(p)})
+        paths = _interpreter_dirs()
         paths = [p for p in paths if p not in bound
                  and not any(p != q and p.startswith(q + "/") for q in paths + bound)]
         for p in paths:
@@ -693,10 +708,7 @@ class Server:
         live below a directory others cannot enter (here: /root/.pyenv under /root, mode 0700). In our
         private mount namespace, such a directory is replaced by a tmpfs holding read-only bind mounts of
         exactly the interpreter's directories (the rest of it stays invisible)."""
-        wanted = {sys.base_prefix, sys.prefix, sys.exec_prefix, sys.base_exec_prefix,
-                  os.path.dirname(os.path.realpath(sys.executable))}
-        wanted |= {p for p in sys.path if p}
-        paths = sorted({os.path.realpath(p) for p in wanted if os.path.isdir(p)})
+        paths = _interpreter_dirs()
         paths = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
         blocked: dict[str, list[str]] = {}
         for p in paths:

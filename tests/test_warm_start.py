@@ -1,0 +1,158 @@
+"""Supervised warm start: corruptions, real-feedback refinement data, masking, loss, cache, resume."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from mars2.agents.models import PolicySpec, build_policy
+from mars2.agents.tokenizer import build_tiny_tokenizer
+from mars2.tasks.minicode import corpus_texts, generate_minicode
+from mars2.training.warm_start import (
+    CORRUPTIONS,
+    WarmStartConfig,
+    _batch,
+    _Examples,
+    build_refine_pool,
+    corrupt_program,
+    depth_weights,
+    lr_factor,
+    select_problems,
+    warm_start,
+)
+
+PROG = "def solve(xs):\n    xs = [x + 3 for x in xs]\n    xs = sorted(xs)\n    return sum(xs)"
+ROLES = ["You write short and direct Python code.", "You are a careful debugger. Check every step against the examples."]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    torch.set_num_threads(1)
+    splits = generate_minicode(seed=0, n_warmup=16, n_train=2, n_test=2, warmup_depths=[1, 2])
+    tok = build_tiny_tokenizer(corpus_texts(splits["warmup"]), vocab_size=512,
+                               cache_dir=tmp_path_factory.mktemp("tok"))
+    return splits["warmup"], tok
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from mars2.sandbox import Sandbox
+
+    return Sandbox()
+
+
+def _model(tok):
+    return build_policy(PolicySpec("t", "qwen3", 64, 2, 2, 1, 32, 128, seed=0), tok)[0]
+
+
+def test_corruptions_by_hand() -> None:
+    rng = random.Random(0)
+    kind, out = corrupt_program(PROG, rng, kind="drop_line")
+    assert kind == "drop_line" and len(out.split("\n")) == 3 and out.startswith("def solve(xs):")
+    _, out = corrupt_program(PROG, rng, kind="swap_lines")
+    assert out == "def solve(xs):\n    xs = sorted(xs)\n    xs = [x + 3 for x in xs]\n    return sum(xs)"
+    _, out = corrupt_program(PROG, rng, kind="constant")
+    assert out.replace("x + 1 ", "x + 3 ").replace("x + 2 ", "x + 3 ").replace("x + 4 ", "x + 3 ") \
+        .replace("x + 5 ", "x + 3 ") == PROG and out != PROG
+    _, out = corrupt_program(PROG, rng, kind="operator")
+    assert out in (PROG.replace(" + ", " - "), PROG.replace("sum(", "len("))
+    _, out = corrupt_program(PROG, rng, donor_lines=["xs = xs[::-1]"], kind="foreign_line")
+    assert out in (PROG.replace("xs = [x + 3 for x in xs]", "xs = xs[::-1]"), PROG.replace("xs = sorted(xs)", "xs = xs[::-1]"))
+    # edits that cannot apply return None instead of a no-op
+    assert corrupt_program("def solve(s):\n    return s", rng, kind="swap_lines") is None
+    assert corrupt_program("def solve(s):\n    return s", rng, kind="constant") is None
+    for k in CORRUPTIONS:  # every result still compiles
+        res = corrupt_program(PROG, random.Random(1), ["xs = xs[1:]"], kind=k)
+        assert res is not None
+        compile(res[1], "x", "exec")
+
+
+def test_batch_masks_prompt_and_padding() -> None:
+    ex = _Examples(ids=[[10, 11, 12, 13, 14], [20, 21, 22]], n_prompt=[3, 2])
+    ids, mask, tgt = _batch(ex, [0, 1], pad_id=0)
+    assert ids.tolist() == [[10, 11, 12, 13, 14], [20, 21, 22, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    # position t predicts token t+1; only response tokens (13, 14 / 22) are targets
+    assert tgt.tolist() == [[-100, -100, 13, 14, -100], [-100, 22, -100, -100, -100]]
+
+
+def test_lr_schedule_by_hand() -> None:
+    assert lr_factor(0, 10, 2) == pytest.approx(0.5)
+    assert lr_factor(1, 10, 2) == pytest.approx(1.0)
+    assert lr_factor(2, 10, 2) == pytest.approx(1.0)
+    assert lr_factor(6, 10, 2) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine
+    assert lr_factor(10, 10, 2) == pytest.approx(0.1)
+
+
+def test_select_problems_by_depth(world) -> None:
+    problems, _ = world
+    assert {p.difficulty for p in select_problems(problems, [2])} == {2}
+    assert len(select_problems(problems, None)) == len(problems)
+
+
+def test_depth_weights_by_hand(world) -> None:
+    problems, _ = world
+    d1 = [p for p in problems if p.difficulty == 1][:2]
+    d2 = [p for p in problems if p.difficulty == 2][:1]
+    ps = d1 + d2
+    # [1, 2, 2]: depth 1 gets 1/3 of the mass split over its 2 problems, depth 2 gets 2/3 on its one problem
+    assert depth_weights(ps, [1, 2, 2]).tolist() == pytest.approx([1 / 6, 1 / 6, 2 / 3])
+    assert depth_weights(ps, None).tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_refine_pool_uses_real_public_feedback(world, sandbox) -> None:
+    from mars2.sandbox.feedback import format_feedback
+
+    problems, _ = world
+    pool = build_refine_pool(problems, 12, seed=0, sandbox=sandbox)
+    assert 0 < len(pool) <= 12
+    evals = sandbox.evaluate_many([(p, prog) for p, prog, _ in pool])
+    for (p, prog, fb), ev in zip(pool, evals):
+        assert prog != p.reference_solution
+        assert not ev.public.all_passed  # every corrupted program fails a public test
+        assert fb == format_feedback(ev.public, "vanilla", 1200)
+    assert build_refine_pool(problems, 12, seed=0, sandbox=sandbox) == pool  # seeded
+
+
+def test_warm_start_lowers_loss_caches_and_resumes(world, sandbox, tmp_path) -> None:
+    problems, tok = world
+    cfg = WarmStartConfig(steps=12, batch_size=8, lr=3e-3, warmup_steps=2, n_refine_pool=16, checkpoint_every=4,
+                          harvest_n=8)
+    model = _model(tok)
+    stats = warm_start(model, tok, problems, cfg, tmp_path, sandbox=sandbox, progress=False, tag="t", role_prompts=ROLES)
+    assert not stats["cached"] and len(stats["loss"]) == 12 and stats["n_refine"] > 0
+    # the random policy writes no code: all 8 harvested samples are failures with real feedback
+    assert stats["n_self_refine"] == 8 and stats["harvest"][0]["step"] == 6
+    assert sum(stats["loss"][-3:]) / 3 < 0.8 * sum(stats["loss"][:3]) / 3
+    assert model.training is False  # mode restored
+    assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.partial.pt"))
+
+    # Same initial weights + same config → cache hit with identical weights.
+    again = _model(tok)
+    hit = warm_start(again, tok, problems, cfg, tmp_path, sandbox=sandbox, progress=False, tag="t", role_prompts=ROLES)
+    assert hit["cached"] and hit["loss"] == stats["loss"]
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+    # A different config is a different cache entry; an interrupted run resumes from its checkpoint and
+    # ends with the same weights as an uninterrupted one.
+    cfg2 = WarmStartConfig(**{**cfg.__dict__, "steps": 10})
+    interrupted = _model(tok)
+
+    def boom(step: int, loss: float) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        warm_start(interrupted, tok, problems, cfg2, tmp_path, sandbox=sandbox, progress=False, role_prompts=ROLES,
+                   on_step=boom)
+    assert len(list(tmp_path.glob("*.partial.pt"))) == 1
+    resumed = _model(tok)
+    r = warm_start(resumed, tok, problems, cfg2, tmp_path, sandbox=sandbox, progress=False, role_prompts=ROLES)
+    assert r["resumed_from"] == 4 and not r["cached"]
+    straight = _model(tok)
+    s = warm_start(straight, tok, problems, cfg2, None, sandbox=sandbox, progress=False, role_prompts=ROLES)
+    assert s["loss"] == pytest.approx(r["loss"], rel=1e-4)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
