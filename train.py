@@ -7,6 +7,10 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("MARS2_ROOT", str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
+from mars2.cli.quiet import quiet_third_party  # noqa: E402
+
+quiet_third_party()
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 

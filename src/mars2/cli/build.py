@@ -98,14 +98,79 @@ def build_sandbox(cfg: Mapping[str, Any]):
     return Sandbox(pick(SandboxConfig, cfg["sandbox"]))
 
 
-def build_backend(cfg: Mapping[str, Any], models: Mapping[str, Any], tokenizers: Mapping[str, Any], seed: int):
+def build_backend(
+    cfg: Mapping[str, Any],
+    models: Mapping[str, Any],
+    tokenizers: Mapping[str, Any],
+    seed: int,
+    for_training: bool = True,
+):
+    """The generation backend of ``cfg["rollout"]`` (method.md §3 "Budgets", §5; conf/rollout/*.yaml).
+
+    - ``hf``: generation on the trainer's own modules (no weight sync, no TIS);
+    - ``vllm``: one engine per policy, started from the policy's checkpoint folder (real models) or from an
+      export of the module (tiny ones); the trainer must call ``backend.on_policy_updated(pid, module)``
+      after each optimiser step of a policy (`MarsModule.on_policy_updated`) so the engine is synced before
+      its next generation;
+    - ``openai``: an OpenAI-compatible server; evaluation only (``for_training=False``) — a served model
+      cannot receive the trainer's weights, so training through it is refused here. ``models`` and
+      ``tokenizers`` are not used (they may be empty)."""
     rollout = cfg["rollout"]
-    if rollout["backend"] == "hf":
+    backend = rollout["backend"]
+    gen = cfg.get("model", {}).get("generation", {}) or {}
+    enable_thinking = bool(gen.get("enable_thinking", False))
+    common = dict(
+        max_new_tokens=int(rollout["max_new_tokens"]), temperature=float(rollout["temperature"]),
+        top_p=float(rollout["top_p"]), seed=seed,
+    )
+    if backend == "hf":
         from mars2.agents.hf_backend import HFBackend
 
-        return HFBackend(
-            dict(models), dict(tokenizers), max_new_tokens=int(rollout["max_new_tokens"]),
-            temperature=float(rollout["temperature"]), top_p=float(rollout["top_p"]),
-            max_batch_size=int(rollout["max_batch_size"]), seed=seed,
+        return HFBackend(dict(models), dict(tokenizers), max_batch_size=int(rollout["max_batch_size"]),
+                         enable_thinking=enable_thinking, **common)
+    if backend == "vllm":
+        from mars2.agents.vllm_backend import VLLMBackend, import_vllm
+
+        import_vllm()  # SetupError naming the extra before anything else happens
+        policies = cfg["model"]["policies"]
+        tp = rollout.get("tensor_parallel_size")
+        dtype = rollout.get("dtype")
+        paths: dict[str, str | None] = {}
+        for pid, model in models.items():
+            # A module loaded from a checkpoint folder (real roster, or a finished run's policies/) starts its
+            # engine from that folder; a tiny in-memory one is exported first.
+            src = getattr(model, "name_or_path", "") or ""
+            paths[pid] = src if src and (Path(src) / "config.json").is_file() else None
+        return VLLMBackend(
+            dict(models), dict(tokenizers), model_paths=paths, max_batch_size=int(rollout["max_batch_size"]),
+            enable_thinking=enable_thinking,
+            tensor_parallel_size={pid: int(tp or policies[pid].get("gpus") or 1) for pid in models},
+            gpu_memory_utilization=float(rollout.get("gpu_memory_utilization", 0.5)),
+            # default precision: the policy's configured dtype, else the module's own (float32 tiny models)
+            dtype={pid: str(dtype or policies[pid].get("dtype") or next(models[pid].parameters()).dtype).removeprefix("torch.")
+                   for pid in models},
+            max_model_len=rollout.get("max_model_len"), enforce_eager=bool(rollout.get("enforce_eager", False)),
+            kv_cache_memory_bytes=rollout.get("kv_cache_memory_bytes"),
+            weight_sync=str(rollout.get("weight_sync", "lazy")),
+            per_request_seed=rollout.get("per_request_seed"),
+            engine_kwargs=dict(rollout.get("engine_kwargs") or {}), **common,
         )
-    raise SetupError(f"rollout={rollout['backend']} is not available in this build yet (issue 6); use rollout=hf")
+    if backend == "openai":
+        if for_training:
+            raise SetupError(
+                "rollout=openai cannot train: a served model cannot receive the trainer's weight updates "
+                "(no weight sync). Use it with evaluate.py (evaluate.py rollout=openai rollout.base_url=... "
+                "rollout.model=...); train with rollout=hf or rollout=vllm"
+            )
+        from mars2.agents.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(
+            base_url=str(rollout["base_url"]), model=rollout.get("model"), models=dict(rollout.get("models") or {}),
+            api_key_env=rollout.get("api_key_env"), logprobs=bool(rollout.get("logprobs", True)),
+            token_ids=bool(rollout.get("token_ids", False)),
+            concurrency=int(rollout.get("concurrency") or rollout.get("max_batch_size") or 8),
+            timeout_s=float(rollout.get("timeout_s", 120.0)), max_retries=int(rollout.get("max_retries", 3)),
+            backoff_s=float(rollout.get("backoff_s", 1.0)), backoff_max_s=float(rollout.get("backoff_max_s", 30.0)),
+            extra_body=dict(rollout.get("extra_body") or {}), **common,
+        )
+    raise SetupError(f"unknown rollout backend {backend!r}; use rollout=hf, rollout=vllm or rollout=openai")

