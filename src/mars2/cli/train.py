@@ -41,21 +41,22 @@ def hydra_overrides() -> list[str]:
 
 
 def run_train(cfg: DictConfig) -> float | None:
-    """Entry used by train.py. Bad configs and missing resources end with one clear line and exit code 2;
-    any other failure is recorded in results.json (status failed) before it propagates."""
+    """Entry used by train.py. Bad configs and missing resources end with one clear line and exit code 2
+    (inside a ``-m`` sweep: FAILED.json + a failed job, and the sweep goes on — see `fail_job`); any other
+    failure is recorded in results.json (status failed, FAILED.json) before it propagates."""
     from omegaconf.errors import OmegaConfBaseException
+
+    from mars2.tracking.records import fail_job
 
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         validate_config(resolved)
     except (ConfigError, OmegaConfBaseException) as e:
-        print(f"mars2: config error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail_job(f"config error: {e}")
     try:
         return train(resolved, cfg)
     except SetupError as e:
-        print(f"mars2: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail_job(str(e))
 
 
 def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
@@ -74,16 +75,23 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     from mars2.rl.objective import LossConfig
     from mars2.rl.samples import SampleConfig
     from mars2.tracking.loggers import build_loggers, finish_loggers
-    from mars2.tracking.records import RunRecord
+    from mars2.tracking.records import RunRecord, failure_status
     from mars2.training.data import BufferDataModule, BufferStream
+    from mars2.training import checkpointing as ckpting
     from mars2.training.module import MarsModule
     from mars2.training.rollout import TreeSearchRollout
+    from mars2.training.strategy import build_strategy, global_rank_from_env
 
     out = Path(c["paths"]["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    if cfg is not None:
+    # Distributed runs (trainer=ddp/fsdp) start this function once per rank; only rank 0 writes run files.
+    rank0 = global_rank_from_env() == 0
+    if cfg is not None and rank0:
         print_config(cfg)
-    record = RunRecord(out, c, c["paths"]["root_dir"], hydra_overrides())
+    ckpt_path = resolve_resume(c.get("resume"), out)
+    record = (RunRecord if rank0 else silent_record)(out, c, c["paths"]["root_dir"], hydra_overrides())
+    if ckpt_path:
+        record.data["resumed_from"] = ckpt_path
     t0 = time.time()
     trainer_cfg = dict(c["trainer"])
     threads = trainer_cfg.pop("num_threads", None)
@@ -104,6 +112,8 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         tis = rl["tis"] if isinstance(rl["tis"], bool) else c["rollout"]["backend"] != "hf"
         loss_cfg = pick(LossConfig, rl, tis=tis, temperature=float(c["rollout"]["temperature"]))
         module = MarsModule(models, loss_cfg, c["model"]["optim"])
+        if hasattr(backend, "on_policy_updated"):  # vLLM: sync the engine after each optimiser step of a policy
+            module.on_policy_updated = backend.on_policy_updated
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
         pad_ids = {pid: int(tokenizers[pid].pad_token_id) for pid in policy_ids}
         sample_cfg = pick(
@@ -112,47 +122,51 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         )
         search = search_config(c["search"])
         eval_search = search_config(c["eval"]["search"])
-        loggers = build_loggers(c)
+        if ckpt_path and rank0:  # the CSV logger deletes metrics.csv on start: keep its rows for the restore
+            ckpting.stash_metrics_csv(out)
+        # Trackers live on rank 0 only (their run ids in logger_ids.json must be rank 0's); build_loggers
+        # continues the interrupted run's wandb / MLflow runs on resume.
+        loggers = build_loggers(c) if rank0 else []
         progress = Progress(
             TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), transient=False,
+            TimeElapsedColumn(), transient=False, disable=not rank0,
         )
         rollout = TreeSearchRollout(
             agents=agents, backend=backend, scorer=sandbox, train_problems=problems["train"],
             test_problems=problems[c["eval"]["split"]], buffers=buffers, search=search, sample_cfg=sample_cfg,
             rollout_batch_size=int(rl["rollout_batch_size"]), reward_tests=rl["reward_tests"],
             eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
-            on_eval=record.add_eval, progress=progress,
+            on_eval=record.add_eval, on_restore=lambda evals, r: restore_record(record, evals, r),
+            progress=progress if rank0 else None,
         )
         stream = BufferStream(
             buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]),
-            before_round=rollout.run_round, temperature=loss_cfg.temperature,
+            before_round=rollout.run_round, temperature=loss_cfg.temperature, loss=loss_cfg.loss,
+            full_params=lambda: rollout.full_params(all_ranks=True, for_backend=False),
         )
-        ckpt = pl.callbacks.ModelCheckpoint(
-            dirpath=out / "checkpoints", every_n_epochs=int(c["ckpt_every"]), save_last=True, save_top_k=-1,
-            filename="round{epoch:04d}", auto_insert_metric_name=False,
+        ck = c.get("checkpoint") or {}
+        ckpt = ckpting.RoundCheckpoint(
+            out / "checkpoints", every=int(ck.get("every", c.get("ckpt_every", 5))),
+            last_every=int(ck.get("last_every", 1)), keep=int(ck.get("keep", -1)),
         )
         trainer_cfg.pop("_target_", None)
-        strategy = trainer_cfg.pop("strategy", None)
-        if isinstance(strategy, dict):
-            from hydra.utils import instantiate
-
-            strategy = instantiate(strategy)
+        strategy = build_strategy(trainer_cfg.pop("strategy", None))
         trainer = pl.Trainer(
             **trainer_cfg, **({"strategy": strategy} if strategy is not None else {}),
             max_epochs=int(c["rounds"]), logger=loggers or False, callbacks=[rollout, ckpt],
             default_root_dir=str(out),
         )
-        ckpt_path = resolve_resume(c.get("resume"), out)
         with progress:
             trainer.fit(module, datamodule=BufferDataModule(stream), ckpt_path=ckpt_path)
-        save_policies(models, tokenizers, out / "policies")
+        if rank0:
+            save_policies(models, tokenizers, out / "policies")
         final = record.data.get("final") or {}
         record.finish("completed", wall_s_train=time.time() - t0, history=rollout.history)
-        summarise(record.data)
+        if rank0:
+            summarise(record.data)
         return final.get("eval/pass1")
     except BaseException as e:
-        record.finish("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+        record.finish(failure_status(e), error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
         raise
     finally:
         finish_loggers(loggers)
@@ -161,18 +175,39 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
 
 
 def resolve_resume(resume: Any, out: Path) -> str | None:
-    if not resume:
-        return None
-    p = Path(str(resume))
-    if str(resume) == "auto":
-        p = out
-    if p.is_dir():
-        p = p / "checkpoints" / "last.ckpt" if (p / "checkpoints").is_dir() else p / "last.ckpt"
-    if not p.is_file():
-        if str(resume) == "auto":
-            return None
-        raise SetupError(f"resume={resume}: no checkpoint at {p}")
-    return str(p)
+    """``resume``: null (fresh), ``auto`` (this run dir's last complete checkpoint, if any) or a run dir /
+    checkpoint path (see `mars2.training.checkpointing.find_resume_checkpoint`)."""
+    from mars2.training.checkpointing import find_resume_checkpoint
+
+    return find_resume_checkpoint(resume, out)
+
+
+def restore_record(record: Any, evals: list[dict[str, float]], round_idx: int) -> None:
+    """results.json of a resumed run: the evaluations in its checkpoint (later ones belonged to the lost
+    round), and when it resumed."""
+    record.data["evals"] = [{"round": int(m.get("round", 0)), **m} for m in evals]
+    record.data["initial"] = record.data["evals"][0] if evals else None
+    record.data["final"] = record.data["evals"][-1] if evals else None
+    record.data.setdefault("resumes", []).append(
+        {"round": round_idx, "checkpoint": record.data.get("resumed_from"), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    )
+    record.flush()
+
+
+def silent_record(*args: Any) -> Any:
+    """Run record of a non-zero rank of a distributed run: same data, never written (rank 0 owns
+    results.json)."""
+    from mars2.tracking.records import RunRecord
+
+    class SilentRecord(RunRecord):
+        def flush(self) -> None:
+            pass
+
+        def finish(self, status: str, **extra: Any) -> None:
+            self.data["status"] = status
+            self.data.update(extra)
+
+    return SilentRecord(*args)
 
 
 def save_policies(models: dict[str, Any], tokenizers: dict[str, Any], folder: Path) -> None:

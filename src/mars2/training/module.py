@@ -1,18 +1,22 @@
 """The LightningModule of a MARS2 team: one policy per policy id, manual optimisation (method.md §5).
 
 Each policy has its own optimiser, LR schedule, step counter and frozen reference model. A training batch
-names the policy it belongs to, so one `training_step` updates exactly one policy."""
+names the policy it belongs to, so one `training_step` updates exactly one policy. Checkpoints hold the
+policies, the references, every optimiser / scheduler (Lightning) and the step counters (`on_save_checkpoint`);
+the rest of a run's state is the rollout callback's (mars2.training.checkpointing)."""
 from __future__ import annotations
 
 import copy
+import time
 from collections import defaultdict
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
 
 from mars2.rl.objective import LossConfig, policy_loss
+from mars2.training.strategy import clip_grad_norm
 
 
 class MarsModule(pl.LightningModule):
@@ -40,6 +44,9 @@ class MarsModule(pl.LightningModule):
         self.policy_steps: dict[str, int] = {pid: 0 for pid in self.policy_ids}
         # stats of the current round, drained by the rollout callback for logging
         self.round_stats: dict[str, list[dict[str, float]]] = defaultdict(list)
+        # Called as on_policy_updated(policy_id, module) after each optimiser step of that policy, so a rollout
+        # engine that does not share these modules (vLLM) gets the new weights (method.md §5).
+        self.on_policy_updated: Callable[[str, nn.Module], None] | None = None
 
     # -- optimisers -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -76,20 +83,34 @@ class MarsModule(pl.LightningModule):
         ref = self.refs[pid] if pid in self.refs else None
         opt, sched = self._optimizer_of(pid)
         model.train()
+        t0 = time.perf_counter()
         loss, stats = policy_loss(model, ref, batch, self.loss_cfg)
         opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        # Data-parallel runs train each rank on a slice of the minibatch and average gradients over ranks;
+        # `loss_scale` (set by the data stream) = world · (slice share of the minibatch's normaliser), so the
+        # average equals the gradient of the full minibatch's loss even when slices differ in size.
+        scale = float(batch.get("loss_scale", 1.0))
+        self.manual_backward(loss * scale if scale != 1.0 else loss)
         clip = float(self.optim_cfg.get("grad_clip", 0.0) or 0.0)
         if clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            stats["grad_norm"] = float(grad_norm)
+            stats["grad_norm"] = clip_grad_norm(model, clip, sharded=self._sharded())
         opt.step()
         sched.step()
+        opt.zero_grad(set_to_none=True)  # stale grads of this policy must not enter another policy's clip/FSDP step
+        stats["train_s"] = time.perf_counter() - t0
+        stats["train_tokens"] = float(batch["attention_mask"].sum())
         self.policy_steps[pid] += 1
+        if self.on_policy_updated is not None:
+            self.on_policy_updated(pid, model)
         stats["lr"] = float(sched.get_last_lr()[0])
         stats["step"] = float(self.policy_steps[pid])
         self.round_stats[pid].append(stats)
         return loss.detach()
+
+    def _sharded(self) -> bool:
+        """True when parameters (and their grads) are sharded over ranks (FSDP), so norms need an all-reduce."""
+        trainer = self._trainer
+        return trainer is not None and type(trainer.strategy).__name__ == "FSDPStrategy"
 
     def drain_round_stats(self) -> dict[str, list[dict[str, float]]]:
         out = dict(self.round_stats)
