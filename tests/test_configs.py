@@ -94,3 +94,81 @@ def test_bad_values_name_the_key(overrides, key):
     c = compose_cfg(overrides)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(c)
+
+
+# -- experiment management (issue 9) -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "exp,paradigm,n_agents,search,eval_search,model",
+    [
+        ("grpo", "single", 1, "iid", "ab_mcts", "tiny"),
+        ("rs2", "single", 1, "ab_mcts", "ab_mcts", "tiny"),
+        ("homo", "homogeneous", 2, "ab_mcts", "ab_mcts", "tiny"),
+        ("hetero", "heterogeneous", 2, "ab_mcts", "ab_mcts", "tiny"),
+        ("hetero_3agents", "heterogeneous", 3, "ab_mcts", "ab_mcts", "tiny"),
+        ("t_plus", "heterogeneous", 2, "ab_mcts", "t_plus", "tiny"),
+        ("reward_model", "heterogeneous", 2, "ab_mcts", "t_plus", "tiny"),
+        ("real_8b_grpo", "single", 1, "iid", "ab_mcts", "8b"),
+        ("real_8b_rs2", "single", 1, "ab_mcts", "ab_mcts", "8b"),
+        ("real_8b_hetero", "heterogeneous", 2, "ab_mcts", "ab_mcts", "8b"),
+        ("real_14b_hetero3", "heterogeneous", 3, "ab_mcts", "ab_mcts", "14b"),
+        ("real_32b_hetero", "heterogeneous", 2, "ab_mcts", "ab_mcts", "32b"),
+    ],
+)
+def test_experiments_are_the_paper_rows(exp, paradigm, n_agents, search, eval_search, model):
+    c = compose_cfg([f"experiment={exp}"])
+    assert (c["paradigm"]["name"], c["paradigm"]["n_agents"], c["search"]["mode"]) == (paradigm, n_agents, search)
+    assert (c["eval"]["search"]["mode"], c["model"]["name"], c["name"]) == (eval_search, model, exp)
+    if eval_search == "t_plus":  # T+ at test time only: structured feedback in the evaluation search
+        assert c["eval"]["search"]["feedback"] == "t_plus" and c["search"]["feedback"] == "vanilla"
+    if exp == "reward_model":
+        assert c["rm"]["train"] is True and c["rm"]["mode"] in ("tiebreak", "rerank")
+    if model != "tiny":
+        assert c["rollout"]["backend"] == "vllm" and c["task"]["name"] == "deepcoder"
+
+
+def test_experiments_compose_with_other_overrides():
+    """Experiments are composable: a row at another size / seed / with a debug preset."""
+    c = compose_cfg(["experiment=hetero", "model=8b", "seed=2"])
+    assert c["name"] == "hetero" and c["model"]["name"] == "8b" and c["seed"] == 2
+    c = compose_cfg(["experiment=t_plus", "debug=fast"])
+    assert c["eval"]["search"]["mode"] == "t_plus" and c["rounds"] == 2
+
+
+@pytest.mark.parametrize(
+    "option,targets",
+    [
+        ("csv", ["CSVLogger"]),
+        ("wandb", ["CSVLogger", "Mars2WandbLogger"]),
+        ("mlflow", ["CSVLogger", "Mars2MLFlowLogger"]),
+        ("all", ["CSVLogger", "Mars2WandbLogger", "Mars2MLFlowLogger"]),
+        ("many", ["CSVLogger", "Mars2WandbLogger", "Mars2MLFlowLogger"]),
+    ],
+)
+def test_logger_options(option, targets):
+    c = compose_cfg([f"logger={option}"])
+    assert [spec["_target_"].rsplit(".", 1)[-1] for spec in c["logger"].values()] == targets
+    if "mlflow" in c["logger"]:
+        assert c["logger"]["mlflow"]["tracking_uri"].startswith("sqlite:///")
+    if "wandb" in c["logger"]:
+        assert c["logger"]["wandb"]["offline"] is None and c["logger"]["wandb"]["group"] is None
+        assert c["logger"]["wandb"]["tags"] == ["heterogeneous", "tiny", "ab_mcts", "agents=2"]
+
+
+def test_optuna_sweeper_config_composes():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+sweep=optuna_lr", "hydra/sweeper/pruner=nop"],
+                      return_hydra_config=True)
+    sw = cfg.hydra.sweeper
+    assert sw.study_name == "optuna_lr" and sw.n_trials == 20 and sw.direction == "maximize"
+    assert sw.storage.startswith("sqlite:///") and sw.storage.endswith("/optuna.db")
+    assert sw.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sw.pruner._target_ == "optuna.pruners.NopPruner"
+    assert sw.params["model.optim.lr"] == "tag(log, interval(1e-5, 3e-3))"
+
+
+@pytest.mark.parametrize("override,key", [("rm.mode=vote", "rm.mode"), ("rm.model=bert", "rm.model"), ("rm.epochs=0", "rm.epochs")])
+def test_reward_model_block_is_validated(override, key):
+    c = compose_cfg(["experiment=reward_model", override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(c)

@@ -14,6 +14,8 @@ SHAPINGS = ("tree", "none")
 REWARD_TESTS = ("all", "public", "hidden")
 BACKENDS = ("hf", "vllm", "openai")
 EVAL_MODES = ("system", "agent")
+RM_MODES = ("tiebreak", "rerank")  # method.md §7 (same names as mars2.search.select)
+RM_MODELS = ("hashed_ngram", "value_head")
 
 
 class ConfigError(ValueError):
@@ -102,3 +104,9 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _float(cfg, "sandbox.timeout_s", 0.01)
     _int(cfg, "sandbox.workers")
     _float(cfg, "model.optim.lr", 0.0)
+    if isinstance(cfg.get("rm"), Mapping):  # the reward-model block (experiment=reward_model)
+        _choice(cfg, "rm.mode", RM_MODES)
+        _choice(cfg, "rm.model", RM_MODELS)
+        _int(cfg, "rm.epochs")
+        _int(cfg, "rm.batch_size")
+        _float(cfg, "rm.lr", 0.0)

@@ -1,70 +1,171 @@
-"""Comparison of runs from their `results.json` files (design.md "Experiment management").
+"""Comparison of runs (design.md "Experiment management"): group runs that differ only by seed, report each
+metric as the mean with a 95 % t-interval over seeds (start → end of training), and order the groups the way
+the paper's scaling law reads: vanilla GRPO → RS² → homogeneous → heterogeneous (more agents later).
 
-Groups runs by (paradigm, n_agents, search, model) and reports each metric as a mean with a 95 % CI over
-seeds, at the start (before RL) and at the end of training."""
+Runs come from :mod:`mars2.tracking.readers` (run dirs, MLflow, wandb); plots from :mod:`mars2.tracking.plots`.
+"""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from mars2.metrics import mean_ci
+from mars2.tracking.readers import read_run_dirs
 
 DEFAULT_METRICS = ("eval/pass1", "eval/pass1_mcts", "eval/pass_at_n")
-GROUP_KEYS = ("paradigm", "n_agents", "search", "model")
+# Keys that never define a group: the seed is what we average over; the name follows from the rest.
+NOT_GROUPING = ("seed", "name")
+PARADIGM_ORDER = {"single": 0, "homogeneous": 1, "heterogeneous": 2}
 
 
-def find_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    runs = []
-    for p in paths:
-        p = Path(p)
-        files = [p] if p.is_file() else sorted(p.rglob("results.json"))
-        for f in files:
-            try:
-                data = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if data.get("status") == "completed" and data.get("final"):
-                data["_path"] = str(f.parent)
-                runs.append(data)
-    return runs
+# -- loading ------------------------------------------------------------------------------------------------------
+def find_results(paths: Iterable[str | Path], statuses: Sequence[str] | None = ("completed",)) -> list[dict[str, Any]]:
+    """Runs of the run dirs under ``paths`` (status filter: None keeps every run)."""
+    return [r for r in read_run_dirs(paths) if statuses is None or r["status"] in statuses]
+
+
+# -- grouping -----------------------------------------------------------------------------------------------------
+def group_key(run: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    cfg = run.get("config") or {}
+    return tuple(sorted((k, v) for k, v in cfg.items() if k not in NOT_GROUPING and not isinstance(v, (list, dict))))
+
+
+def label(cfg: dict[str, Any]) -> str:
+    """The paper's name for a configuration: GRPO (single + iid), RS² (single + tree), homo×N, hetero×N."""
+    paradigm, search, n = cfg.get("paradigm"), cfg.get("search"), cfg.get("n_agents")
+    if paradigm == "single":
+        return "GRPO" if search == "iid" else ("RS²" if search in ("ab_mcts", None) else f"single/{search}")
+    if paradigm in ("homogeneous", "heterogeneous"):
+        base = f"{'homo' if paradigm == 'homogeneous' else 'hetero'}×{n}"
+        return base if search in ("ab_mcts", None) else f"{base}/{search}"
+    return str(cfg.get("name") or "run")
+
+
+def scaling_order(cfg: dict[str, Any]) -> tuple:
+    """single+iid < single+tree < homogeneous < heterogeneous; then team size; then the rest by name."""
+    paradigm = cfg.get("paradigm")
+    tree = 0 if cfg.get("search") == "iid" else 1
+    return (PARADIGM_ORDER.get(paradigm, 9), tree, cfg.get("n_agents") or 0, str(cfg.get("model")),
+            cfg.get("train_budget") or 0, str(sorted((k, str(v)) for k, v in cfg.items())))
+
+
+def group_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups of runs differing only by seed, in scaling-law order, each with a unique display label."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[group_key(r)].append(r)
+    out = []
+    for key, rs in groups.items():
+        cfg = dict(key)
+        out.append({"config": cfg, "runs": rs, "seeds": sorted({r["config"].get("seed") for r in rs}, key=str)})
+    out.sort(key=lambda g: scaling_order(g["config"]))
+    # labels: the paper's name, plus the keys that vary among groups sharing that name
+    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for g in out:
+        by_label[label(g["config"])].append(g)
+    for name, gs in by_label.items():
+        varying = sorted({k for g in gs for k in g["config"] if len({str(h["config"].get(k)) for h in gs}) > 1})
+        for g in gs:
+            extra = ",".join(f"{k}={g['config'].get(k)}" for k in varying)
+            g["label"] = f"{name} ({extra})" if extra else name
+    return out
+
+
+def metric_values(runs: Sequence[dict[str, Any]], metric: str, when: str = "final") -> list[float]:
+    vals = []
+    for r in runs:
+        ev = r.get(when) or {}
+        v = ev.get(metric)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            vals.append(float(v))
+    return vals
 
 
 def compare_table(runs: Sequence[dict[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> list[dict[str, Any]]:
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in runs:
-        groups[tuple(r["config"].get(k) for k in GROUP_KEYS)].append(r)
+    """One row per group: the label, the grouping config, the number of seeds and for each metric
+    ``<metric>@initial`` / ``<metric>@final`` = (mean, lo, hi) of the 95 % CI over seeds."""
     rows = []
-    for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        row: dict[str, Any] = dict(zip(GROUP_KEYS, key))
-        row["seeds"] = len(rs)
+    for g in group_runs(runs):
+        row: dict[str, Any] = {"label": g["label"], **g["config"], "seeds": len(g["runs"])}
         for m in metrics:
             for when in ("initial", "final"):
-                vals = [r[when][m] for r in rs if r.get(when) and m in r[when]]
+                vals = metric_values(g["runs"], m, when)
                 if vals:
                     row[f"{m}@{when}"] = mean_ci(vals)
         rows.append(row)
     return rows
 
 
-def print_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> None:
+def _fmt(v: tuple[float, float, float] | None) -> str:
+    if v is None:
+        return ""
+    mean, lo, hi = v
+    half = (hi - lo) / 2
+    return f"{mean:.3f} ± {half:.3f}" if half > 1e-9 else f"{mean:.3f}"  # one seed / no spread: no interval
+
+
+def table_cells(row: dict[str, Any], metrics: Sequence[str]) -> list[str]:
+    cells = []
+    for m in metrics:
+        a, b = row.get(f"{m}@initial"), row.get(f"{m}@final")
+        cells.append(f"{_fmt(a)} → {_fmt(b)}" if a is not None and b is not None and a != b else _fmt(b))
+    return cells
+
+
+def print_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS, file: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="mars2 runs (mean [95% CI] over seeds; start → end of training)")
-    for k in (*GROUP_KEYS, "seeds"):
-        table.add_column(k)
+    table = Table(title="mars2 runs: mean ± 95% CI half-width over seeds (start → end of training)")
+    table.add_column("run")
+    table.add_column("seeds", justify="right")
     for m in metrics:
-        table.add_column(m.replace("eval/", ""), justify="right")
-
-    def fmt(v):
-        return "" if v is None else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
-
+        table.add_column(short_name(m), justify="right")
     for row in rows:
-        cells = [str(row[k]) for k in (*GROUP_KEYS, "seeds")]
-        for m in metrics:
-            a, b = row.get(f"{m}@initial"), row.get(f"{m}@final")
-            cells.append(f"{fmt(a)} → {fmt(b)}" if a is not None else fmt(b))
-        table.add_row(*cells)
-    Console().print(table)
+        table.add_row(row["label"], str(row["seeds"]), *table_cells(row, metrics))
+    Console(file=file, width=max(120, 30 + 28 * len(metrics))).print(table)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    head = ["run", "seeds", *[short_name(m) for m in metrics]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["label"], str(row["seeds"]), *table_cells(row, metrics)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: Sequence[dict[str, Any]], metrics: Sequence[str], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "comparison.md"
+    md.write_text(markdown_table(rows, metrics))
+    js = out / "comparison.json"
+    js.write_text(json.dumps([{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows], indent=2))
+    return [md, js]
+
+
+# Team-level diversity metrics (method.md §7) as the evaluation names them: ``eval/div/<name>`` (EC@K,
+# structural, semantic, DA@K), also accepted as ``eval/diversity/<name>``. ``…/k`` (candidates per problem)
+# is a count, not a diversity measure.
+DIVERSITY_PREFIXES = ("eval/diversity/", "eval/div/")
+
+
+def diversity_metrics(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Team-level diversity metrics present in the runs' final evaluations."""
+    keys = {k for r in runs for k in (r.get("final") or {}) if k.startswith(DIVERSITY_PREFIXES)}
+    return sorted(k for k in keys if not k.endswith(("_lo", "_hi", "/k")))
+
+
+def short_name(metric: str) -> str:
+    for prefix in (*DIVERSITY_PREFIXES, "eval/"):
+        if metric.startswith(prefix):
+            return metric[len(prefix):]
+    return metric
+
+
+def tts_budgets(runs: Sequence[dict[str, Any]], prefix: str = "eval/tts/") -> list[int]:
+    keys = {k[len(prefix):] for r in runs for k in (r.get("final") or {}) if k.startswith(prefix)}
+    return sorted(int(k) for k in keys if k.isdigit())
