@@ -1,4 +1,6 @@
-"""Evaluate a trained run or a set of policies: `python evaluate.py ckpt=outputs/<run dir>` (see README)."""
+"""Evaluate a trained run or a set of policies: `python evaluate.py ckpt=outputs/<run dir>` (see README).
+
+The `search` group is the evaluation search; train.py's spelling `search@eval.search=...` works too."""
 import os
 import sys
 from pathlib import Path
@@ -19,4 +21,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from mars2.cli.evaluate import normalise_overrides
+
+    sys.argv[1:] = normalise_overrides(sys.argv[1:])
     main()

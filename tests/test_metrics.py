@@ -111,3 +111,33 @@ def test_search_stats():
     assert s["agent/a0/nodes"] == 4 and s["agent/a1/nodes"] == 3 and s["agent/a2/nodes"] == 0
     assert s["agent/a0/hidden_pass_rate"] == pytest.approx(2 / 4)
     assert s["agent/a1/public_pass_rate"] == pytest.approx(2 / 3) and s["agent/a1/hidden_pass_rate"] == 0.0
+
+
+def test_metrics_evaluation_and_tasks_import_no_framework():
+    """design.md principle 1: the core (metrics incl. diversity, tasks incl. the stats command, and the
+    evaluation module the training callback calls) imports no Lightning, Hydra, wandb or MLflow."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, mars2.metrics, mars2.metrics.diversity, mars2.evaluation, mars2.tasks.stats, "
+            "mars2.tasks.__main__; print(sorted(m for m in ('lightning', 'hydra', 'wandb', 'mlflow', "
+            "'pytorch_lightning') if m in sys.modules))")
+    src = Path(__file__).resolve().parents[1] / "src"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_interval_summaries_clip_rates_only():
+    from mars2.evaluation import is_rate, summarise
+
+    assert is_rate("eval/pass1_mcts") and is_rate("eval/agent/a/div/semantic") and is_rate("eval/tts/8")
+    assert not is_rate("eval/div/ec") and not is_rate("eval/b8/div/k") and not is_rate("eval/agent/a/nodes")
+    m, lo, hi = summarise("eval/pass1_mcts", [1.0, 0.0])  # t-interval ±6.35 → clipped
+    assert (m, lo, hi) == (0.5, 0.0, 1.0)
+    m, lo, hi = summarise("eval/div/ec", [1.0, 3.0, float("nan")])  # NaN left out; a count: only >= 0
+    assert (m, lo) == (2.0, 0.0) and hi == pytest.approx(2.0 + 12.706205, abs=1e-5)
+    m, lo, hi = summarise("eval/div/ec", [5.0, 6.0, 7.0])  # ± 4.302653/√3 = 2.484138, inside the range
+    assert lo == pytest.approx(6.0 - 2.484138, abs=1e-6) and hi == pytest.approx(6.0 + 2.484138, abs=1e-6)

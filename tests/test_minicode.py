@@ -265,3 +265,113 @@ def test_references_pass_in_real_sandbox(small: dict[str, list[Problem]]) -> Non
     p = next(p for p in sample if p.meta["family"] == "list")
     (ev,) = Sandbox().evaluate_many([(p, "def solve(xs):\n    return xs")])
     assert not ev.hidden.all_passed
+
+
+# --- property checks in the real sandbox (issue 5) ------------------------------------------------------
+
+def _trivial_programs(p: Problem) -> dict[str, str]:
+    """Programs that do no work: return/print the input, an empty value, 0."""
+    if p.mode == "stdin":
+        return {"echo": "print(input())", "empty": "print()", "zero": "print(0)"}
+    arg = "s" if p.meta["family"] == "string" else "xs"
+    empty = "''" if arg == "s" else "[]"
+    return {name: f"def solve({arg}):\n    return {body}" for name, body in
+            (("echo", arg), ("empty", empty), ("zero", "0"))}
+
+
+def _memoriser(p: Problem) -> str:
+    """A program that knows the public examples by heart (and answers the first one's output otherwise)."""
+    if p.mode == "stdin":
+        table = {" ".join(t.input.split()): t.output for t in p.public_tests}
+        return (f"import sys\nTABLE = {table!r}\nkey = ' '.join(sys.stdin.read().split())\n"
+                f"print(TABLE.get(key, {p.public_tests[0].output!r}), end='')")
+    table = {repr(t.input[0]): t.output for t in p.public_tests}
+    arg = "s" if p.meta["family"] == "string" else "xs"
+    return (f"TABLE = {table!r}\ndef solve({arg}):\n"
+            f"    return TABLE.get(repr({arg}), {p.public_tests[0].output!r})")
+
+
+def test_references_pass_and_trivial_programs_fail_in_real_sandbox(default_splits: dict[str, list[Problem]]) -> None:
+    """On the whole held-out split: every reference passes all its tests; each trivial program passes at most
+    half of any problem's hidden tests (and under a quarter overall); a program that memorised the public
+    examples passes them but fails the hidden tests of every problem (public tests give nothing away)."""
+    Sandbox = _sandbox_or_skip()
+    test = default_splits["test"]
+    items, keys = [], []
+    for p in test:
+        items.append((p, p.reference_solution))
+        keys.append((p, "reference"))
+        for name, prog in _trivial_programs(p).items():
+            items.append((p, prog))
+            keys.append((p, name))
+        items.append((p, _memoriser(p)))
+        keys.append((p, "memo"))
+    with Sandbox() as sb:
+        evals = sb.evaluate_many(items)
+    trivial_hidden: dict[str, list[float]] = {"echo": [], "empty": [], "zero": []}
+    for (p, kind), ev in zip(keys, evals):
+        if kind == "reference":
+            assert ev.public.all_passed and ev.hidden.all_passed, (p.id, ev)
+        elif kind == "memo":
+            assert ev.public.all_passed, (p.id, "the memoriser must know the public examples")
+            assert not ev.hidden.all_passed and ev.hidden.fraction <= 0.5, (p.id, ev.hidden.fraction)
+        else:
+            assert ev.hidden.fraction <= 0.5, (p.id, kind, ev.hidden.fraction)
+            assert not ev.hidden.all_passed
+            trivial_hidden[kind].append(ev.hidden.fraction)
+    for kind, fracs in trivial_hidden.items():
+        assert sum(fracs) / len(fracs) < 0.25, kind
+
+
+@pytest.mark.slow
+def test_all_references_pass_in_real_sandbox(default_splits: dict[str, list[Problem]]) -> None:
+    """Every reference of every split (2,640 problems) passes all its tests in the real sandbox."""
+    Sandbox = _sandbox_or_skip()
+    probs = [p for ps in default_splits.values() for p in ps]
+    with Sandbox() as sb:
+        evals = sb.evaluate_many([(p, p.reference_solution) for p in probs])
+    bad = [p.id for p, ev in zip(probs, evals) if not (ev.public.all_passed and ev.hidden.all_passed)]
+    assert bad == []
+
+
+def test_probe_tests_are_new_inputs_with_reference_outputs(small: dict[str, list[Problem]]) -> None:
+    from mars2.tasks.minicode import probe_tests
+
+    for p in small["test"][:20]:
+        probes = probe_tests(p, 5, seed=0)
+        assert len(probes) == 5 and probes == probe_tests(p, 5, seed=0)
+        assert not {repr(t.input) for t in probes} & {repr(t.input) for t in p.all_tests}
+        check = Problem(id=p.id, statement="", mode=p.mode, public_tests=(), hidden_tests=tuple(probes),
+                        entry_point=p.entry_point, reference_solution=p.reference_solution, meta=p.meta)
+        assert verify_problems([check]) == []
+    assert probe_tests(small["test"][0], 0) == []
+    foreign = Problem(id="x", statement="", mode="functional", public_tests=(), hidden_tests=(), entry_point="f",
+                      reference_solution="def f(x):\n    return x")
+    assert probe_tests(foreign, 5) == []  # not a minicode problem: no probes
+
+
+def test_no_constant_answers_most_hidden_tests(default_splits: dict[str, list[Problem]]) -> None:
+    """"Return a constant" (any constant, e.g. the output of a public example) fails most hidden tests: on the
+    scored splits (train: reward, test: evaluation) for every problem; in warm-up all but problems whose
+    output range is inherently tiny ("keep the first 1 numbers, then return the count": 0 only for [])."""
+    def worst_constant(p: Problem) -> int:
+        outs = [" ".join(t.output.split()) if p.mode == "stdin" else repr(t.output) for t in p.hidden_tests]
+        return max(Counter(outs).values())
+
+    for split in ("train", "test"):
+        assert [p.id for p in default_splits[split] if worst_constant(p) > 5] == []
+    left = [p for p in default_splits["warmup"] if worst_constant(p) > 5]
+    assert len(left) <= 0.005 * len(default_splits["warmup"])
+    assert all("keep the first 1" in p.statement for p in left)
+
+
+def test_rebalancing_changes_only_hidden_tests_of_degenerate_problems() -> None:
+    """minicode/test/0113 ("... modulo 3, keep only the even numbers, return the maximum") had 8 of 10 hidden
+    outputs equal to 2; its hidden tests were redrawn, and nothing else moved."""
+    splits = generate_minicode(seed=0)
+    p = splits["test"][113]
+    assert p.statement.startswith("Given a list of integers xs: replace every number by its remainder modulo 3")
+    outs = Counter(repr(t.output) for t in p.hidden_tests)
+    assert max(outs.values()) <= 5 and len(p.hidden_tests) == 10
+    assert p.hidden_tests[0] == TestCase([[]], 0)  # the edge cases stay first
+    assert verify_problems([p]) == []

@@ -193,3 +193,96 @@ def test_registry_routes_to_loaders() -> None:
                                                                                           "HumanEval/X1"]
     with pytest.raises(ValueError, match="unknown task 'lcb'"):
         load_task("lcb")
+
+
+# --- load reports, odd rows, the stats command -----------------------------------------------------------
+
+def test_load_report_counts_rows_filtered_and_malformed() -> None:
+    from mars2.tasks.loaders import LoadReport
+
+    rep = LoadReport()
+    probs = load_livecodebench(FIX / "livecodebench.jsonl", start_date="2023-01-01", report=rep)["test"]
+    # 4 rows: 2 in the window, 1 before it (filtered), 1 with an undecodable private-test field
+    assert (rep.rows, rep.loaded, rep.filtered, rep.skipped) == (4, 2, 1, 1) == (4, len(probs), 1, 1)
+    assert rep.malformed == {"undecodable test field": 1}
+    assert rep.line() == (f"livecodebench: 4 rows read from {FIX / 'livecodebench.jsonl'}: 2 problems, "
+                          "1 outside the filters, 1 malformed skipped (undecodable test field: 1)")
+    rep = LoadReport()
+    load_deepcoder(FIX / "deepcoder.jsonl", report=rep)
+    assert (rep.rows, rep.loaded, rep.filtered) == (7, 5, 0)
+    assert rep.malformed == {"tests is not JSON": 1, "line is not JSON": 1}
+
+
+def test_rows_of_the_wrong_shape_are_counted_not_crashing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = json.loads((FIX / "livecodebench.jsonl").read_text().splitlines()[0])
+    rows = [
+        good,
+        {**good, "public_test_cases": "[1, 2]"},  # tests that are not objects (AttributeError inside)
+        {**good, "metadata": "not json"},
+        [1, 2, 3],                                  # not an object at all
+        {**good, "question_content": None},         # a required field missing
+    ]
+    f = tmp_path / "odd.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        probs = load_livecodebench(f)["test"]
+    assert len(probs) == 1
+    assert "skipped 4 of 5 rows as malformed" in caplog.text
+    assert "missing field question_content: 1" in caplog.text and "row is not an object: 1" in caplog.text
+    with pytest.raises(TaskDataError, match=r"malformed row odd:2 .*strict=true"):
+        load_livecodebench(f, strict=True)
+
+
+def test_stats_command_minicode(capsys: pytest.CaptureFixture) -> None:
+    from mars2.tasks.stats import main
+
+    assert main(["stats", "task=minicode", "task.n_warmup=30", "task.n_train=20", "task.n_test=10"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.split()}
+    assert lines["warmup"][1] == "30" and lines["train"][1] == "20" and lines["test"][1] == "10"
+    assert lines["total"][1] == "60"
+    # functional + stdin = problems; hidden tests per problem = 10 (conf/task/minicode.yaml n_hidden)
+    for split in ("warmup", "train", "test"):
+        row = lines[split]
+        assert int(row[2]) + int(row[3]) == int(row[1]) and row[5] == "10.00"
+    assert "by difficulty/mode:" in out and "test 2/functional:" in out
+
+
+def test_stats_command_json_and_loader_report(capsys: pytest.CaptureFixture) -> None:
+    from mars2.tasks.stats import main
+
+    assert main(["stats", "task=livecodebench", f"task.path={FIX / 'livecodebench.jsonl'}", "task.start_date=null",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["splits"]["test"]["problems"] == 3
+    assert data["splits"]["test"]["by_mode"] == {"functional": 1, "stdin": 2}
+    assert data["splits"]["test"]["by_difficulty"] == {"1": 2, "2": 1}
+    assert data["by_difficulty_and_mode"]["test"] == {"1/stdin": 2, "2/functional": 1}
+    assert data["load"] == {"rows": 4, "loaded": 3, "filtered": 0, "malformed": {"undecodable test field": 1}}
+
+
+def test_stats_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mars2.tasks.stats import main
+
+    assert main(["stats", "task=deepcoder", f"task.path={tmp_path / 'none.jsonl'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("mars2: deepcoder: expected DeepCoder") and "none.jsonl" in err
+    assert main(["stats", "task=deepcoder", f"task.path={FIX / 'deepcoder.jsonl'}", "task.strict=true"]) == 2
+    assert "malformed row deepcoder:6" in capsys.readouterr().err
+    assert main(["stats", "task=nope"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+    assert main(["stats", "seed=3"]) == 2
+    assert main(["frobnicate"]) == 2
+
+
+def test_stats_runs_as_a_module() -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    p = subprocess.run([sys.executable, "-m", "mars2.tasks", "stats", "task=humaneval", f"task.path={FIX / 'humaneval.jsonl'}"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "task humaneval" in p.stdout and "2 rows read" in p.stdout

@@ -1,103 +1,310 @@
-"""Body of `python evaluate.py`: Pass@1, Pass@1(MCTS), Pass@N, avg_pass1 and TTS on held-out problems,
-printed as a table and written to results.json in the evaluation's run dir (method.md §7)."""
+"""Body of `python evaluate.py` (method.md §7): Pass@1, Pass@1(MCTS), Pass@N, avg_pass1, the TTS curve and
+diversity on held-out problems, per agent and per team, with 95 % intervals over problems (and over seeds
+with ``eval.seeds=[0,1,2]``); printed as a table, written to results.json in the evaluation's own run dir,
+logged to the `logger` group, trees saved under trees/.
+
+What is evaluated:
+- ``ckpt=<train.py run dir>``: that run's trained policies (``<run>/policies``) with its paradigm, model and
+  roles (and task, unless ``task=...`` is given on the command line);
+- no ckpt: the policies of ``model`` (tiny ones warm-started from the cache, or real checkpoints);
+- ``rollout=openai``: a served model behind an OpenAI-compatible endpoint; no local policies are built.
+
+The evaluation search: in evaluate.py the ``search`` group *is* the evaluation search (``eval.search`` is
+``${search}``). train.py's spelling ``search@eval.search=t_plus`` (and ``eval.search.<key>=...``) is accepted
+too: :func:`normalise_overrides` rewrites it to ``search=t_plus`` (``search.<key>=...``) before Hydra
+composes the config. The node budget is ``eval.budget``.
+"""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from mars2.config import ConfigError
 from mars2.resources import SetupError
 
+EVAL_SEARCH = "search@eval.search"
+# keys of a train.py run that evaluate.py takes from the run's saved config (ckpt=...); `task` only when the
+# command line does not name one
+FROM_RUN = ("paradigm", "model", "task", "roles")
+
+
+def normalise_overrides(argv: Sequence[str]) -> list[str]:
+    """``search@eval.search=X`` → ``search=X`` and ``eval.search.K=V`` → ``search.K=V`` (see the module
+    docstring). Giving both spellings with different values is an error (exit 2 with one line)."""
+    out: list[str] = []
+    chosen: dict[str, str] = {}
+    for arg in argv:
+        new = arg
+        for prefix in ("", "+", "++"):
+            if arg.startswith(f"{prefix}{EVAL_SEARCH}="):
+                new = f"{prefix}search=" + arg.split("=", 1)[1]
+            elif arg.startswith(f"{prefix}eval.search."):
+                new = f"{prefix}search." + arg[len(f"{prefix}eval.search."):]
+        if new.startswith(("search=", "+search=", "++search=")):
+            value = new.split("=", 1)[1]
+            if "search" in chosen and chosen["search"] != value:
+                print(f"mars2: two evaluation searches given ({chosen['search']} and {value}); "
+                      f"use one of search=... or {EVAL_SEARCH}=...", file=sys.stderr)
+                sys.exit(2)
+            if "search" in chosen:
+                continue  # the same choice spelled twice
+            chosen["search"] = value
+            new = "search=" + value  # `search` is in evaluate.yaml's defaults list: never `+search`
+        out.append(new)
+    return out
+
+
+def hydra_overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    except Exception:
+        return []
+
 
 def run_evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Entry used by evaluate.py. Bad configs, missing resources and missing data files end with one clear
+    line on stderr and exit code 2."""
     from omegaconf.errors import OmegaConfBaseException
 
+    from mars2.tasks.loaders import TaskDataError
+
+    overrides = hydra_overrides()
     try:
-        c = OmegaConf.to_container(cfg, resolve=True)
-        weights_dir = None
-        if c.get("ckpt"):
-            run = Path(c["ckpt"])
-            saved = run / ".hydra" / "config.yaml"
-            if not saved.is_file() or not (run / "policies").is_dir():
-                raise SetupError(
-                    f"ckpt={run} is not a finished train.py run dir (expected {saved} and {run / 'policies'}/)"
-                )
-            train_c = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
-            for key in ("paradigm", "model", "task", "roles"):
-                c[key] = train_c[key]
-            c = OmegaConf.to_container(OmegaConf.create(c), resolve=True)
-            weights_dir = run / "policies"
-        return evaluate(c, weights_dir)
-    except (ConfigError, SetupError, OmegaConfBaseException) as e:
+        c = resolve_config(cfg, overrides)
+        weights_dir = Path(c["ckpt"]) / "policies" if c.get("ckpt") else None
+        return evaluate(c, weights_dir, overrides)
+    except (ConfigError, SetupError, TaskDataError, OmegaConfBaseException) as e:
         print(f"mars2: {e}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as e:
+        if type(e).__name__ == "OpenAIBackendError":  # the server is unreachable or refuses: one line
+            print(f"mars2: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
-def evaluate(c: dict[str, Any], weights_dir: Path | None) -> dict[str, float]:
+def resolve_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved config dict; with ``ckpt`` the run's paradigm/model/roles (and task unless overridden)
+    replace evaluate's *before* resolution, so interpolations such as ``rollout.max_new_tokens:
+    ${model.generation.max_new_tokens}`` follow the trained run's model."""
+    c = OmegaConf.to_container(cfg, resolve=False)
+    if c.get("ckpt"):
+        run = Path(str(c["ckpt"]))
+        saved = run / ".hydra" / "config.yaml"
+        if not saved.is_file() or not (run / "policies").is_dir():
+            raise SetupError(f"ckpt={run} is not a finished train.py run dir (expected {saved} and {run / 'policies'}/)")
+        train_c = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+        given = {o.lstrip("+~").split("=", 1)[0].split(".", 1)[0].split("@", 1)[0] for o in overrides}
+        for key in FROM_RUN:
+            if key == "task" and "task" in given:
+                continue
+            c[key] = train_c[key]
+    return OmegaConf.to_container(OmegaConf.create(c), resolve=True)
+
+
+def _load_reward_model(ev: dict[str, Any]):
+    path = ev.get("reward_model")
+    if not path:
+        return None
+    p = Path(str(path))
+    if not p.is_file():
+        raise SetupError(f"eval.reward_model={p}: no such file (expected a reward model saved by "
+                         "mars2.reward_model.save_reward_model)")
+    from mars2.reward_model import load_reward_model
+
+    try:
+        return load_reward_model(p)
+    except ValueError as e:  # a value-head model needs its backbone: not wired into evaluate.py
+        raise SetupError(f"eval.reward_model={p}: {e}") from None
+
+
+def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[str] = ()) -> dict[str, float]:
     import torch
 
     from mars2.agents.team import team_policies
     from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, make_team, preflight, search_config
-    from mars2.evaluation import evaluate_team
-    from mars2.tracking.records import config_summary, write_json_atomic
+    from mars2.evaluation import DiversityConfig, aggregate_seeds, run_evaluation
+    from mars2.search.serialize import tree_to_dict
+    from mars2.tracking.records import config_summary, git_sha, write_json_atomic
 
     threads = c.get("trainer", {}).get("num_threads")
     if threads:
         torch.set_num_threads(int(threads))
-    torch.manual_seed(int(c["seed"]))
+    ev = c["eval"]
+    seeds = [int(s) for s in (ev.get("seeds") or [c["seed"]])]
     agents = make_team(c)
-    if weights_dir is None:
+    served = c["rollout"]["backend"] == "openai"  # a served model: no local policies, no warm start
+    if weights_dir is None and not served:
         preflight(c, agents)
     out = Path(c["paths"]["output_dir"])
     problems = load_problems(c)
-    ev = c["eval"]
-    test = problems[ev["split"]]
+    split = ev["split"]
+    if split not in problems:
+        raise SetupError(f"task {c['task']['name']} has no split {split!r} (it has {sorted(problems)}); "
+                         f"set eval.split=...")
+    test = problems[split]
     if int(ev.get("n_problems") or 0):
         test = test[: int(ev["n_problems"])]
+    if not test:
+        raise SetupError(f"no problems to evaluate in task {c['task']['name']} split {split!r}")
+    try:  # validate every evaluation knob before any model is built
+        search = search_config(ev["search"])
+        budget = int(ev["budget"])
+        if budget < 1:
+            raise ValueError(f"eval.budget must be >= 1, got {budget}")
+        diversity = DiversityConfig.from_any(ev.get("diversity"))
+        rm_mode = str(ev.get("rm_mode") or "tiebreak")
+        if ev["mode"] not in ("system", "agent"):
+            raise ValueError(f"eval.mode must be system or agent, got {ev['mode']!r}")
+        if rm_mode not in ("tiebreak", "rerank"):
+            raise ValueError(f"eval.rm_mode must be tiebreak or rerank, got {rm_mode!r}")
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+    reward_model = _load_reward_model(ev)
+    t0 = time.time()
+    results = []
     sandbox = build_sandbox(c)
     try:
-        models, tokenizers, _ = build_policies(c, team_policies(agents), problems, sandbox, weights_dir=weights_dir)
-        backend = build_backend(c, models, tokenizers, seed=int(c["seed"]))
-        t0 = time.time()
-        metrics, trees = evaluate_team(
-            backend, sandbox, agents, test, search_config(ev["search"]), budget=int(ev["budget"]),
-            mode=ev["mode"], pass1_samples=int(ev["pass1_samples"]), tts_budgets=list(ev["tts_budgets"]),
-            seed=int(c["seed"]) + 7919,
-        )
+        models: dict[str, Any] = {}
+        tokenizers: dict[str, Any] = {}
+        if not served:
+            if weights_dir is None and c["model"].get("scale") == "mini" and "warmup" not in problems:
+                raise SetupError(f"model={c['model']['name']} is warm-started on the task's warmup split, and task "
+                                 f"{c['task']['name']} has none: evaluate a trained run (ckpt=...) instead")
+            models, tokenizers, _ = build_policies(c, team_policies(agents), problems, sandbox,
+                                                   weights_dir=weights_dir)
+        for seed in seeds:
+            torch.manual_seed(seed)
+            backend = build_backend(c, models, tokenizers, seed=seed)
+            r = _with_progress(lambda progress: run_evaluation(
+                backend, sandbox, agents, test, search, budget=budget, mode=ev["mode"],
+                pass1_samples=int(ev["pass1_samples"]), tts_budgets=list(ev["tts_budgets"]),
+                seed=seed + 7919,  # the training callback's evaluation seed offset
+                progress=progress, reward_model=reward_model, rm_mode=rm_mode, diversity=diversity,
+            ), f"seed {seed}", len(test) * budget * (1 if ev["mode"] == "system" else len(agents)))
+            results.append(r)
+            trees_path = out / "trees" / f"seed{seed}.json"
+            trees_path.parent.mkdir(parents=True, exist_ok=True)
+            trees_path.write_text(json.dumps({k: [tree_to_dict(t) for t in ts] for k, ts in r.trees.items()}))
     finally:
         sandbox.close()
-    from mars2.search.serialize import tree_to_dict
-
+    flat, detail = aggregate_seeds(results)
     summary = {**config_summary({**c, "rl": {"loss": None, "shaping": None}, "search": ev["search"]}),
-               "ckpt": c.get("ckpt"), "eval_mode": ev["mode"], "n_problems": len(test)}
-    write_json_atomic(out / "results.json", {"status": "completed", "config": summary, "final": metrics,
-                                             "wall_s": time.time() - t0})
-    (out / "trees.json").write_text(json.dumps({k: [tree_to_dict(t) for t in ts] for k, ts in trees.items()}))
-    print_table(metrics, agents)
-    return metrics
+               "ckpt": c.get("ckpt"), "eval_mode": ev["mode"], "n_problems": len(test), "split": split,
+               "rollout": c["rollout"]["backend"], "selection": results[0].selection, "seeds": seeds,
+               "diversity_extra_probes": diversity.extra_probes if diversity.enabled else None}
+    record = {
+        "status": "completed",
+        "problem_ids": [p.id for p in test],
+        "config": summary,
+        "overrides": list(overrides),
+        "git_sha": git_sha(c["paths"]["root_dir"]),
+        "final": flat,
+        "metrics": detail,
+        "per_seed": [{"seed": s, "metrics": r.metrics, "search_stats": r.stats} for s, r in zip(seeds, results)],
+        "trees": [f"trees/seed{s}.json" for s in seeds],
+        "wall_s": time.time() - t0,
+    }
+    write_json_atomic(out / "results.json", _jsonable(record))
+    _log(c, flat)
+    print_table(flat, agents, n_seeds=len(seeds), tts=list(ev["tts_budgets"]), budget=budget)
+    print(f"results: {out / 'results.json'}   trees: {out / 'trees'}/")
+    return flat
 
 
-def print_table(metrics: dict[str, float], agents) -> None:
+def _jsonable(x: Any) -> Any:
+    """NaN (a metric undefined for every problem, e.g. semantic distance with one program each) → null, so
+    results.json is strict JSON."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _with_progress(fn, label: str, total: int):
+    """Run ``fn(progress)`` under a rich progress bar on stderr (nodes grown / total)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]eval {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        state = {"base": 0, "last": 0}
+
+        def progress(done: int, _total: int) -> None:
+            if done < state["last"]:  # the next search (agent mode) reports from 0 again: accumulate
+                state["base"] += state["last"]
+            state["last"] = done
+            bar.update(task, completed=state["base"] + done)
+
+        return fn(progress)
+
+
+def _log(c: dict[str, Any], flat: dict[str, float]) -> None:
+    """The flat metrics to the `logger` group's trackers (CSV, wandb, MLflow); a tracker failure is reported,
+    never fatal (results.json is the record)."""
+    if not c.get("logger"):
+        return
+    try:
+        import warnings
+
+        from mars2.tracking.loggers import build_loggers, finish_loggers
+
+        # Lightning's CSV logger warns that Hydra's run dir "exists and is not empty": it is ours, expected
+        warnings.filterwarnings("ignore", message="Experiment logs directory")
+        loggers = build_loggers(c)
+        try:
+            clean = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not math.isnan(v)}
+            for lg in loggers:
+                lg.log_metrics(clean, step=0)
+        finally:
+            finish_loggers(loggers)
+    except Exception as e:  # noqa: BLE001
+        print(f"mars2: logging the metrics failed ({type(e).__name__}: {e}); results.json has them", file=sys.stderr)
+
+
+ROWS = ("pass1", "pass1_mcts", "pass_at_n", "avg_pass1", "div/ec", "div/structural", "div/semantic", "div/da",
+        "div/k", "nodes", "final_share")
+
+
+def _cell(flat: dict[str, float], key: str, n_seeds: int) -> str:
+    if key not in flat or (isinstance(flat[key], float) and math.isnan(flat[key])):
+        return ""
+    prec = 2 if key.endswith(("div/ec", "div/k", "nodes")) else 3
+    s = f"{flat[key]:.{prec}f} [{flat[key + '_lo']:.{prec}f}, {flat[key + '_hi']:.{prec}f}]"
+    if n_seeds > 1 and f"{key}_seed_lo" in flat:
+        s += f" s[{flat[key + '_seed_lo']:.{prec}f}, {flat[key + '_seed_hi']:.{prec}f}]"
+    return s
+
+
+def print_table(flat: dict[str, float], agents, n_seeds: int = 1, tts: Sequence[int] = (), budget: int = 0) -> None:
+    """Rows: metrics (team key ``eval/<metric>``); columns: team and each agent; cells: mean [95 % CI over
+    problems] and, with several seeds, s[95 % CI over seeds]."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="mars2 evaluation")
+    names = [a.name for a in agents]
+    title = "mars2 evaluation — mean [95% CI over problems]" + (" s[95% CI over seeds]" if n_seeds > 1 else "")
+    table = Table(title=title)
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("95% CI", justify="right")
-    for key in ("eval/pass1", "eval/pass1_mcts", "eval/pass_at_n", "eval/avg_pass1"):
-        if key in metrics:
-            lo, hi = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
-            table.add_row(key, f"{metrics[key]:.3f}", f"[{lo:.3f}, {hi:.3f}]" if lo is not None else "")
-    for a in agents:
-        for key in (f"eval/agent/{a.name}/pass1", f"eval/agent/{a.name}/pass1_mcts"):
-            if key in metrics:
-                table.add_row(key, f"{metrics[key]:.3f}", "")
-    for key in sorted(k for k in metrics if "/tts/" in k and k.startswith("eval/tts")):
-        table.add_row(key, f"{metrics[key]:.3f}", "")
-    Console().print(table)
+    table.add_column("team", justify="right")
+    for n in names:
+        table.add_column(n, justify="right")
+    rows = list(ROWS) + [f"tts/{b}" for b in sorted({int(b) for b in tts if int(b) <= budget})]
+    for m in rows:
+        cells = [_cell(flat, f"eval/{m}", n_seeds)] + [_cell(flat, f"eval/agent/{n}/{m}", n_seeds) for n in names]
+        if any(cells):
+            table.add_row(f"eval/{m}", *cells)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)

@@ -1,5 +1,15 @@
-"""Metrics of searches and evaluations (method.md §7): pass rates, TTS curves, confidence intervals,
-search statistics. Plain Python/numpy."""
+"""Metrics of searches and evaluations (method.md §7): pass rates, TTS curves, diversity, confidence
+intervals, search statistics. Plain Python/numpy."""
+from mars2.metrics.diversity import (
+    Candidate,
+    behaviour_vector,
+    diversity_summary,
+    diversity_values,
+    ec_at_k,
+    normalised_ast,
+    semantic_distance,
+    structural_diversity,
+)
 from mars2.metrics.passk import (
     avg_pass1,
     avg_pass1_values,
@@ -14,7 +24,15 @@ from mars2.metrics.search_stats import search_stats
 from mars2.metrics.stats import mean_ci, t_quantile_two_sided
 
 __all__ = [
+    "Candidate",
     "avg_pass1",
+    "behaviour_vector",
+    "diversity_summary",
+    "diversity_values",
+    "ec_at_k",
+    "normalised_ast",
+    "semantic_distance",
+    "structural_diversity",
     "avg_pass1_values",
     "mean_ci",
     "pass1_mcts",

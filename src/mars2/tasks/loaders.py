@@ -13,7 +13,8 @@ Conventions (our choices, see also ``mars2.tasks.problem``):
   DeepCoder and HumanEval, whose tests are one pool, the first 1–2 tests become public and the rest hidden;
   a problem with a single test uses it as both (the search needs at least one public test).
 - Malformed rows are skipped and counted (one logged warning with the reasons); ``strict=True`` raises
-  ``TaskDataError`` at the first malformed row instead.
+  ``TaskDataError`` at the first malformed row instead. Pass ``report=LoadReport()`` to get the counts
+  (rows read, problems loaded, rows filtered out by the date window / platform, malformed rows by reason).
 """
 from __future__ import annotations
 
@@ -26,16 +27,19 @@ import os
 import pickle
 import zlib
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from mars2.resources import SetupError
 from mars2.tasks.problem import Problem, TestCase
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "TaskDataError",
+    "LoadReport",
     "load_livecodebench",
     "load_deepcoder",
     "load_humaneval",
@@ -57,8 +61,36 @@ _DEEPCODER_FORMAT = ("DeepCoder RL-set JSONL or JSON list (rows with 'problem' a
 _HUMANEVAL_FORMAT = "HumanEval JSONL(.gz) (rows with task_id, prompt, entry_point, canonical_solution, test)"
 
 
-class TaskDataError(RuntimeError):
-    """A benchmark file is missing or (with ``strict=True``) malformed."""
+class TaskDataError(SetupError):
+    """A benchmark file is missing or (with ``strict=True``) malformed. A ``SetupError`` (a ``RuntimeError``),
+    so train.py and evaluate.py end with its one-line message and exit code 2."""
+
+
+@dataclass
+class LoadReport:
+    """What one loader call read: ``rows`` (rows/lines seen), ``loaded`` (problems made), ``filtered`` (valid
+    rows left out on purpose: date window, platform), ``malformed`` (reason → count, rows skipped)."""
+
+    task: str = ""
+    path: str = ""
+    rows: int = 0
+    loaded: int = 0
+    filtered: int = 0
+    malformed: Counter = field(default_factory=Counter)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.malformed.values())
+
+    def line(self) -> str:
+        """One human-readable line, e.g. for ``python -m mars2.tasks stats``."""
+        text = f"{self.task}: {self.rows} rows read from {self.path}: {self.loaded} problems"
+        if self.filtered:
+            text += f", {self.filtered} outside the filters"
+        if self.malformed:
+            reasons = ", ".join(f"{r}: {n}" for r, n in self.malformed.most_common())
+            text += f", {self.skipped} malformed skipped ({reasons})"
+        return text
 
 
 class _BadRow(ValueError):
@@ -116,10 +148,11 @@ def _report(task: str, total: int, bad: Counter) -> None:
         log.warning("%s: skipped %d of %d rows as malformed (%s)", task, sum(bad.values()), total, reasons)
 
 
-def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert) -> list[Problem]:
+def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert,
+                 report: LoadReport | None = None) -> list[Problem]:
     problems: list[Problem] = []
     bad: Counter = Counter()
-    total = 0
+    total = filtered = 0
     for loc, row in _iter_rows(path, task, fmt):
         total += 1
         try:
@@ -128,15 +161,25 @@ def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert) -> list
             if not isinstance(row, dict):
                 raise _BadRow("row is not an object")
             p = convert(loc, row)
-        except (_BadRow, ValueError, TypeError, KeyError) as e:
+        except (_BadRow, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            # anything a malformed row can raise while being converted: counted under its reason
             reason = str(e) if isinstance(e, _BadRow) else f"{type(e).__name__}"
             if strict:
-                raise TaskDataError(f"{task}: malformed row {loc} in {path}: {e}") from None
+                raise TaskDataError(f"{task}: malformed row {loc} in {path}: {e} (strict=true; "
+                                    f"strict=false skips and counts malformed rows)") from None
             bad[reason] += 1
             continue
-        if p is not None:
+        if p is None:
+            filtered += 1
+        else:
             problems.append(p)
     _report(task, total, bad)
+    if report is not None:
+        report.task, report.path = task, str(path)
+        report.rows += total
+        report.loaded += len(problems)
+        report.filtered += filtered
+        report.malformed.update(bad)
     return problems
 
 
@@ -220,7 +263,8 @@ _LCB_DIFFICULTY = {"easy": 1, "medium": 2, "hard": 3}
 
 def load_livecodebench(path: str | os.PathLike | None = None, start_date: str | None = None,
                        end_date: str | None = None, strict: bool = False,
-                       platforms: list[str] | None = None) -> dict[str, list[Problem]]:
+                       platforms: list[str] | None = None,
+                       report: LoadReport | None = None) -> dict[str, list[Problem]]:
     """LiveCodeBench code generation (method.md §9) from a local JSONL file (or a directory of them).
 
     ``start_date``/``end_date`` (ISO dates, inclusive) filter on ``contest_date``. Public test cases →
@@ -272,7 +316,7 @@ def load_livecodebench(path: str | os.PathLike | None = None, start_date: str | 
                   "contest_id": row.get("contest_id"), **extra},
         )
 
-    return {"test": _convert_all("livecodebench", p, _LCB_FORMAT, strict, convert)}
+    return {"test": _convert_all("livecodebench", p, _LCB_FORMAT, strict, convert, report)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -360,7 +404,7 @@ def _split_pool(cases: list[TestCase], n_public: int) -> tuple[tuple[TestCase, .
 
 
 def load_deepcoder(path: str | os.PathLike | None = None, strict: bool = False, n_public: int = 2,
-                   max_tests: int | None = None) -> dict[str, list[Problem]]:
+                   max_tests: int | None = None, report: LoadReport | None = None) -> dict[str, list[Problem]]:
     """DeepCoder's RL training set (method.md §9) from a local JSONL/JSON file → ``{"train": [...]}``.
 
     All tests are training tests (the reward uses public ∪ hidden, method.md §2); the first ``n_public``
@@ -398,7 +442,7 @@ def load_deepcoder(path: str | os.PathLike | None = None, strict: bool = False, 
             meta={"origin": row.get("source", row.get("dataset")), "n_tests": len(cases), **extra},
         )
 
-    return {"train": _convert_all("deepcoder", p, _DEEPCODER_FORMAT, strict, convert)}
+    return {"train": _convert_all("deepcoder", p, _DEEPCODER_FORMAT, strict, convert, report)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -493,7 +537,7 @@ def _signature(prompt: str, entry_point: str) -> str:
 
 
 def load_humaneval(path: str | os.PathLike | None = None, strict: bool = False,
-                   n_public: int = 1) -> dict[str, list[Problem]]:
+                   n_public: int = 1, report: LoadReport | None = None) -> dict[str, list[Problem]]:
     """HumanEval (method.md §9) → ``{"test": [...]}``; by default from the installed package's bundled file.
 
     ``statement`` is the prompt (signature + docstring, helper functions included), ``starter_code`` the
@@ -529,4 +573,4 @@ def load_humaneval(path: str | os.PathLike | None = None, strict: bool = False,
             meta={"check": row["test"], "check_complete": complete, "prompt": prompt},
         )
 
-    return {"test": _convert_all("humaneval", p, _HUMANEVAL_FORMAT, strict, convert)}
+    return {"test": _convert_all("humaneval", p, _HUMANEVAL_FORMAT, strict, convert, report)}

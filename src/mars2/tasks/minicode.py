@@ -63,18 +63,20 @@ __all__ = [
     "STRING_REDUCTIONS",
     "SPLIT_SHARES",
     "TRIVIAL_MAX_FRACTION",
+    "probe_tests",
 ]
 
 # Bump whenever the generated problems change for a given seed/arguments, so caches keyed on the task
 # config (tokenizer, warm start) can include it.
-MINICODE_VERSION = 3
+MINICODE_VERSION = 4  # 4: hidden tests rebalanced against constant answers
 SPLITS = ("warmup", "train", "test")
 # Fraction of each (kind, depth) composition pool owned by a split, renormalised among the splits that
 # request that depth (method.md §9 "disjoint compositions"). Fixed rather than size-proportional so the
 # held-out compositions stay the same when the split sizes change.
 SPLIT_SHARES: dict[str, float] = {"warmup": 0.6, "train": 0.25, "test": 0.15}
 # A problem is rejected when "return the input" or "return empty" passes more than this fraction of the
-# hidden tests: such tests would not tell a wrong program from a right one.
+# hidden tests: such tests would not tell a wrong program from a right one. A constant answer is kept under
+# it by rebalancing the hidden tests (`_rebalance_constant`).
 TRIVIAL_MAX_FRACTION = 0.5
 # Above this many candidate compositions for one (kind, depth) we do not enumerate; ownership then comes
 # from the same seeded hash compared against the cumulative shares (rejection sampling).
@@ -392,6 +394,90 @@ def _kind(family: str) -> str:
     return "str" if family == "string" else "list"
 
 
+def _out_key(spec: _Spec, o: Any) -> str:
+    """An output as the judge sees it: normalised stdout text for stdin problems, the value otherwise."""
+    return repr(_norm_text(_stdin_out(o))) if spec.family == "stdin" else _key(o)
+
+
+def _discriminates(spec: _Spec, hidden_in: list[Any], hidden_out: list[Any], n_hidden: int) -> bool:
+    """The hidden tests tell wrong programs from right ones (method.md §2: hidden tests decide correctness)."""
+    if len({_key(o) for o in hidden_out}) <= 1:
+        return False
+    # Every step must matter: if leaving one transform out gives the same hidden outputs, the tests cannot
+    # check that phrase (e.g. "convert to upper case, then return the length"), so the problem is rejected.
+    for i, (prim, _) in enumerate(spec.steps):
+        if prim.reduction:
+            continue
+        rest = spec.steps[:i] + spec.steps[i + 1:]
+        if all(_key(_apply(rest, v)) == _key(o) for v, o in zip(hidden_in, hidden_out)):
+            return False
+    is_str = spec.family == "string"
+    empty: Any = "" if is_str else []
+    trivial_passes = max(
+        sum(_key(o) == _key(i) for i, o in zip(hidden_in, hidden_out)),  # return the input unchanged
+        sum(_key(o) == _key(empty) for o in hidden_out),  # return an empty value
+        sum(_key(o) == _key(0) for o in hidden_out),  # return 0
+    )
+    if spec.family == "stdin":  # echo the input / print nothing, compared as normalised text
+        outs = [_norm_text(_stdin_out(o)) for o in hidden_out]
+        trivial_passes = max(
+            trivial_passes,
+            sum(o == _norm_text(_stdin_in(i)) for i, o in zip(hidden_in, outs)),
+            sum(o == [] for o in outs),
+            sum(o == ["0"] for o in outs),  # print 0 (also matches a one-element list [0])
+        )
+    return trivial_passes <= TRIVIAL_MAX_FRACTION * n_hidden
+
+
+def _rebalance_constant(spec: _Spec, hidden_in: list[Any], hidden_out: list[Any], n_edge: int,
+                        seen: set[str], n_hidden: int) -> tuple[list[Any], list[Any]]:
+    """Make "return a constant" fail most hidden tests (issue 5) when the problem's output range is small
+    (e.g. "replace every number greater than 1 by 1, then print the maximum" is mostly 1).
+
+    While one output is the answer to more than ``TRIVIAL_MAX_FRACTION`` of the hidden tests, a random
+    (non-edge-case) hidden input with that output is replaced by a fresh input with another output. The
+    draws come from a generator seeded by the problem's content, never from the split's generator, so every
+    other problem of the split is unchanged (and so are this problem's statement, reference and public
+    examples: the warm-start and tokenizer caches, keyed on those, stay valid). If the output range is too
+    small to get under the bound (e.g. "keep the first 1 numbers, then return the count": 0 only for the empty
+    list), the original tests are kept and the problem stays as it is (rare, warm-up only with the default
+    config: tests/test_minicode.py bounds it). Rejecting such problems instead would shift every later
+    problem of the split — a change for a future MINICODE_VERSION together with new caches."""
+    limit = TRIVIAL_MAX_FRACTION * n_hidden
+    counts: dict[str, int] = {}
+    for o in hidden_out:
+        counts[_out_key(spec, o)] = counts.get(_out_key(spec, o), 0) + 1
+    dominant, top = max(counts.items(), key=lambda kv: kv[1])
+    if top <= limit:
+        return hidden_in, hidden_out
+    is_str = spec.family == "string"
+    side = random.Random(f"minicode-rebalance|{_key(hidden_in)}|{[(p.name, k) for p, k in spec.steps]}")
+    new_in, new_out = list(hidden_in), list(hidden_out)
+    used = set(seen)
+    while top > limit:
+        idx = [i for i in range(n_edge, len(new_in)) if _out_key(spec, new_out[i]) == dominant]
+        if not idx:
+            break
+        i = side.choice(idx)
+        found = None
+        for _ in range(500):
+            v = _rand_str(side) if is_str else _rand_list(side)
+            if _key(v) in used:
+                continue
+            o = _apply(spec.steps, v)
+            if _out_key(spec, o) != dominant:
+                found = (v, o)
+                break
+        if found is None:
+            break
+        used.add(_key(found[0]))
+        new_in[i], new_out[i] = found
+        top -= 1
+    if top > limit or not _discriminates(spec, new_in, new_out, n_hidden):
+        return hidden_in, hidden_out
+    return new_in, new_out
+
+
 def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
                  ) -> tuple[list[TestCase], list[TestCase]] | None:
     """Hidden tests (edge cases first, then random) and distinct public examples; None if degenerate."""
@@ -416,34 +502,10 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
     # Primitives never mutate their argument (each builds a new value), so no copies are needed.
     hidden_out = [_apply(spec.steps, v) for v in hidden_in]
 
-    # Degeneracy (method.md §2: hidden tests decide correctness, so they must discriminate).
-    if len({_key(o) for o in hidden_out}) <= 1:
-        return None
-    # Every step must matter: if leaving one transform out gives the same hidden outputs, the tests cannot
-    # check that phrase (e.g. "convert to upper case, then return the length"), so the problem is rejected.
-    for i, (prim, _) in enumerate(spec.steps):
-        if prim.reduction:
-            continue
-        rest = spec.steps[:i] + spec.steps[i + 1:]
-        if all(_key(_apply(rest, v)) == _key(o) for v, o in zip(hidden_in, hidden_out)):
-            return None
-    empty: Any = "" if is_str else []
-    trivial_passes = max(
-        sum(_key(o) == _key(i) for i, o in zip(hidden_in, hidden_out)),  # return the input unchanged
-        sum(_key(o) == _key(empty) for o in hidden_out),  # return an empty value
-        sum(_key(o) == _key(0) for o in hidden_out),  # return 0
-    )
-    if spec.family == "stdin":  # echo the input / print nothing, compared as normalised text
-        outs = [_norm_text(_stdin_out(o)) for o in hidden_out]
-        trivial_passes = max(
-            trivial_passes,
-            sum(o == _norm_text(_stdin_in(i)) for i, o in zip(hidden_in, outs)),
-            sum(o == [] for o in outs),
-            sum(o == ["0"] for o in outs),  # print 0 (also matches a one-element list [0])
-        )
-    if trivial_passes > TRIVIAL_MAX_FRACTION * n_hidden:
+    if not _discriminates(spec, hidden_in, hidden_out, n_hidden):
         return None
 
+    empty: Any = "" if is_str else []
     # Public examples: distinct from hidden ones, preferably informative (output differs from the input
     # and is not empty), since the statement is shown together with them.
     public_in: list[Any] = []
@@ -462,6 +524,9 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
         seen.add(_key(best))
         public_in.append(best)
     public_out = [_apply(spec.steps, v) for v in public_in]
+    # After the public examples, so that the split's generator is used exactly as before (see docstring).
+    hidden_in, hidden_out = _rebalance_constant(spec, hidden_in, hidden_out, len(edge[:n_hidden]),
+                                                seen, n_hidden)
 
     def case(i: Any, o: Any) -> TestCase:
         if spec.family == "stdin":
@@ -636,6 +701,36 @@ def verify_problems(problems: Iterable[Problem]) -> list[str]:
                 if not _matches(p, got, t.output):
                     errors.append(f"{p.id}: {tag} test {i} expected {t.output!r}, got {got!r}")
     return errors
+
+
+def probe_tests(problem: Problem, n: int = 8, seed: int = 0) -> list[TestCase]:
+    """``n`` extra probe inputs for a minicode problem, outside its tests, with the reference's outputs.
+
+    Used by the behavioural diversity metrics (method.md §7: EC@K, DA@K need a fixed probe input set; two
+    correct programs agree on every test by definition, so probes beyond the tests are what can tell them
+    apart). Inputs are drawn like the random hidden tests but longer (up to 2x the usual length), from a
+    generator seeded by ``(seed, problem.id)``: the same probes for every candidate and every run. A problem
+    that is not a minicode problem with a reference solution gets no probes (``[]``)."""
+    family = (problem.meta or {}).get("family")
+    if n <= 0 or family not in ("list", "string", "stdin") or not problem.reference_solution:
+        return []
+    rng = random.Random(f"minicode-probe|{seed}|{problem.id}")
+    seen = {_key(t.input) for t in problem.all_tests}
+    out: list[TestCase] = []
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        v: Any = _rand_str(rng, 0, 2 * _MAX_LEN) if family == "string" else _rand_list(rng, 0, 2 * _MAX_LEN)
+        inp: Any = _stdin_in(v) if family == "stdin" else [v]
+        if _key(inp) in seen:
+            continue
+        seen.add(_key(inp))
+        try:
+            got = _run_reference(problem, TestCase(inp, None))
+        except Exception:  # noqa: BLE001 - a reference failing on a probe: skip that probe
+            continue
+        out.append(TestCase(inp, got))
+    return out
 
 
 def corpus_texts(problems: Iterable[Problem]) -> list[str]:
