@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "warm_start.json"))
+    ap.add_argument("--run", default=None, help="a finished run dir: evaluate its trained policies/ instead")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml, e.g. model.policies.qwen3_a.warm_start.steps=200")
     args = ap.parse_args()
 
@@ -54,7 +55,11 @@ def main() -> None:
     problems = load_problems(c)
     sandbox = build_sandbox(c)
     roster = list(c["model"]["roster"])
-    models, toks, warm = build_policies(c, roster, problems, sandbox)
+    if args.run:
+        roster = [p.name for p in sorted((Path(args.run) / "policies").iterdir()) if p.is_dir()]
+        models, toks, warm = build_policies(c, roster, problems, sandbox, weights_dir=Path(args.run) / "policies")
+    else:
+        models, toks, warm = build_policies(c, roster, problems, sandbox)
     for m in models.values():
         m.eval()
     backend = build_backend(c, models, toks, seed=int(c["seed"]))

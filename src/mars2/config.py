@@ -74,6 +74,8 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
         )
     if not _get(cfg, "roles"):
         raise ConfigError("`roles` is empty")
+    if "train_split" in cfg:
+        _choice(cfg, "train_split", ("warmup", "train", "test"))
     _choice(cfg, "search.mode", SEARCH_MODES)
     _choice(cfg, "search.posterior", POSTERIORS)
     _choice(cfg, "search.score", ("pass_all", "fraction"))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,14 @@ class GenerationBackend(Protocol):
     """Batch of prompts (possibly for several policies) in, one Generation per prompt out, in order."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+
+
+def group_by_policy(requests: Sequence[GenerationRequest], known: Any, backend: str) -> dict[str, list[int]]:
+    """Request indices per policy id, in order of first appearance (deterministic batching and seeding).
+    An id not in ``known`` (the backend's policies) is a KeyError naming the backend and what it has."""
+    by_policy: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        if r.policy_id not in known:
+            raise KeyError(f"{backend}: unknown policy id {r.policy_id!r} (have {sorted(known)})")
+        by_policy.setdefault(r.policy_id, []).append(i)
+    return by_policy

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from mars2.agents.base import Generation, GenerationRequest
+from mars2.agents.base import Generation, GenerationRequest, group_by_policy
 
 
 def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
@@ -97,11 +97,7 @@ class HFBackend:
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         self.calls += 1
         out: list[Generation | None] = [None] * len(requests)
-        by_policy: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            if r.policy_id not in self.models:
-                raise KeyError(f"HFBackend: unknown policy id {r.policy_id!r} (have {sorted(self.models)})")
-            by_policy.setdefault(r.policy_id, []).append(i)
+        by_policy = group_by_policy(requests, self.models, "HFBackend")
         for pid, idxs in by_policy.items():  # dict order = first appearance: deterministic
             model, tok = self.models[pid], self.tokenizers[pid]
             device = next(model.parameters()).device

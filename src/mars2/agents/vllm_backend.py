@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from mars2.agents.base import Generation, GenerationRequest
+from mars2.agents.base import Generation, GenerationRequest, group_by_policy
 from mars2.agents.hf_backend import chat_prompt_ids, eos_ids
 from mars2.resources import SetupError
 
@@ -189,11 +189,7 @@ class VLLMBackend:
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         self.calls += 1
         out: list[Generation | None] = [None] * len(requests)
-        by_policy: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            if r.policy_id not in self.engines:
-                raise KeyError(f"VLLMBackend: unknown policy id {r.policy_id!r} (have {sorted(self.engines)})")
-            by_policy.setdefault(r.policy_id, []).append(i)
+        by_policy = group_by_policy(requests, self.engines, "VLLMBackend")
         for pid, idxs in by_policy.items():
             self.maybe_sync(pid)
             tok, llm = self.tokenizers[pid], self.engines[pid]

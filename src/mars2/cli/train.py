@@ -132,7 +132,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
             TimeElapsedColumn(), transient=False, disable=not rank0,
         )
         rollout = TreeSearchRollout(
-            agents=agents, backend=backend, scorer=sandbox, train_problems=problems["train"],
+            agents=agents, backend=backend, scorer=sandbox, train_problems=problems[c.get("train_split", "train")],
             test_problems=problems[c["eval"]["split"]], buffers=buffers, search=search, sample_cfg=sample_cfg,
             rollout_batch_size=int(rl["rollout_batch_size"]), reward_tests=rl["reward_tests"],
             eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
