@@ -68,6 +68,23 @@ def test_find_resume_checkpoint_picks_last_complete(tmp_path):
         find_resume_checkpoint(str(ck / "last.ckpt.tmp"), run)
 
 
+def test_completed_run_is_skipped_only_when_finished(tmp_path):
+    """A rerun of a finished sweep with resume=auto skips completed jobs, never running or failed ones."""
+    import json
+
+    from mars2.cli.train import completed_run
+
+    assert completed_run(tmp_path) is None
+    (tmp_path / "results.json").write_text(json.dumps({"status": "running"}))
+    assert completed_run(tmp_path) is None
+    (tmp_path / "results.json").write_text(json.dumps({"status": "completed", "final": {"eval/pass1": 0.5}}))
+    assert completed_run(tmp_path) is None  # no saved policies: not usable by evaluate.py, train again
+    (tmp_path / "policies").mkdir()
+    assert completed_run(tmp_path)["final"]["eval/pass1"] == 0.5
+    (tmp_path / "results.json").write_text("{truncated")
+    assert completed_run(tmp_path) is None
+
+
 def test_directory_checkpoint_swap_never_loses_the_resume_point(tmp_path):
     """Sharded (FSDP) checkpoints are directories: os.replace cannot swap them atomically, so the old one is
     parked as last.ckpt.old — a kill between the two renames leaves a complete checkpoint there."""

@@ -84,6 +84,10 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
 
     out = Path(c["paths"]["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    done = completed_run(out) if c.get("resume") == "auto" else None
+    if done is not None:  # a rerun of a finished sweep (e.g. the study) skips the jobs that completed
+        log.info("%s: already completed; nothing to resume (delete results.json to train again)", out)
+        return (done.get("final") or {}).get("eval/pass1")
     # Distributed runs (trainer=ddp/fsdp) start this function once per rank; only rank 0 writes run files.
     rank0 = global_rank_from_env() == 0
     if cfg is not None and rank0:
@@ -172,6 +176,18 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         finish_loggers(loggers)
         if sandbox is not None:
             sandbox.close()
+
+
+def completed_run(out: Path) -> dict[str, Any] | None:
+    """results.json of ``out`` when that run finished (status completed and its policies saved), else None."""
+    import json
+
+    try:
+        data = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and data.get("status") == "completed" and (out / "policies").is_dir()
+    return data if ok else None
 
 
 def resolve_resume(resume: Any, out: Path) -> str | None:

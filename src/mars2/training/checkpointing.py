@@ -102,7 +102,7 @@ class RoundCheckpoint(Checkpoint):
             self.dirpath.mkdir(parents=True, exist_ok=True)
             _remove(tmp)  # leftover of a killed save
         trainer.strategy.barrier("mars2_ckpt_pre")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         trainer.strategy.barrier("mars2_ckpt_saved")
         if trainer.is_global_zero:
             _replace(tmp, last)
