@@ -357,3 +357,19 @@ def test_pruning_logger_reports_eval_metric_and_prunes(tmp_path, monkeypatch):
     with pytest.raises(optuna.TrialPruned, match="round 1"):
         hook.log_metrics({"eval/pass1": 0.1}, step=1)
     assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.1}
+
+
+def test_wandb_file_being_written_is_incomplete_not_an_error(tmp_path):
+    """finish() can return while the wandb service is still writing: a torn or garbled last record means
+    "not complete yet" (the reader waits), never a DecodeError out of the job's cleanup."""
+    import struct
+
+    pytest.importorskip("wandb")
+    torn = tmp_path / "run-torn.wandb"
+    torn.write_bytes(b":W&B\x00\x00\x00" + struct.pack("<IHB", 0, 100, 1) + b"x" * 10)
+    assert list(readers.wandb_records(torn)) == []
+    assert readers.wandb_run_complete(torn) is False
+    garbled = tmp_path / "run-garbled.wandb"
+    garbled.write_bytes(b":W&B\x00\x00\x00" + struct.pack("<IHB", 0, 4, 1) + b"\xff\xff\xff\xff")
+    assert list(readers.wandb_records(garbled)) == [b"\xff\xff\xff\xff"]
+    assert readers.wandb_run_complete(garbled) is False

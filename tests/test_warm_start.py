@@ -156,3 +156,32 @@ def test_warm_start_lowers_loss_caches_and_resumes(world, sandbox, tmp_path) -> 
     assert s["loss"] == pytest.approx(r["loss"], rel=1e-4)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_cache_lock_serialises_warm_starts_of_one_policy(tmp_path):
+    """Parallel sweep jobs sharing a cache: the second warm start of a policy waits for the first (and then
+    loads its cached weights) instead of training the same model twice."""
+    import threading
+    import time
+
+    from mars2.training.warm_start import _cache_lock
+
+    events = []
+
+    def job(name, hold):
+        with _cache_lock(tmp_path, "qwen3_a"):
+            events.append(f"{name}+")
+            time.sleep(hold)
+            events.append(f"{name}-")
+
+    a = threading.Thread(target=job, args=("a", 0.3))
+    a.start()
+    time.sleep(0.05)
+    b = threading.Thread(target=job, args=("b", 0.0))
+    b.start()
+    with _cache_lock(tmp_path, "llama_a"):  # another policy is not blocked
+        events.append("other")
+    a.join()
+    b.join()
+    assert events.index("a-") < events.index("b+")
+    assert events.index("other") < events.index("a-")

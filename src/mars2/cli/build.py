@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -45,6 +47,23 @@ def preflight(cfg: Mapping[str, Any], agents: Sequence[AgentSpec]) -> None:
             raise SetupError("cannot start this run here:\n  - " + "\n  - ".join(problems))
 
 
+@contextmanager
+def all_cores():
+    """torch intra-op threads = the cores this process may use, restored afterwards."""
+    import torch
+
+    prev = torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or prev
+    torch.set_num_threads(max(prev, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 def build_policies(
     cfg: Mapping[str, Any],
     policy_ids: Sequence[str],
@@ -83,10 +102,11 @@ def build_policies(
             ws = {**model_cfg.get("warm_start_defaults", {}), **spec_d.get("warm_start", {})}
             ws_cfg = pick(WarmStartConfig, ws)
             if ws_cfg.enabled and ws_cfg.steps > 0:
-                warm_stats[pid] = warm_start(
-                    model, tok, problems["warmup"], ws_cfg, cache_dir=cache_dir / "warm_start", sandbox=sandbox,
-                    progress=progress, tag=pid, role_prompts=[r["prompt"] for r in cfg["roles"]],
-                )
+                with all_cores():  # a one-off supervised phase: use every core even if RL runs on fewer
+                    warm_stats[pid] = warm_start(
+                        model, tok, problems["warmup"], ws_cfg, cache_dir=cache_dir / "warm_start",
+                        sandbox=sandbox, progress=progress, tag=pid, role_prompts=[r["prompt"] for r in cfg["roles"]],
+                    )
         models[pid] = model
         tokenizers[pid] = tok
     return models, tokenizers, warm_stats

@@ -194,6 +194,8 @@ def wandb_records(path: str | Path) -> Iterable[bytes]:
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         pos += 7
+        if pos + length > len(data):  # the last record is still being written (a live run): stop before it
+            return
         if length == 0 and kind == 0:  # zero padding at the end of a block
             pos += left - 7
             continue
@@ -213,6 +215,7 @@ def wandb_records(path: str | Path) -> Iterable[bytes]:
 def wandb_run_complete(run_file: str | Path) -> bool:
     """Whether an offline run file holds its final ``exit`` record (the wandb service writes it a moment
     after ``run.finish()`` returns)."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
     try:
@@ -221,7 +224,7 @@ def wandb_run_complete(run_file: str | Path) -> bool:
             rec.ParseFromString(raw)
             if rec.WhichOneof("record_type") == "exit":
                 return True
-    except (OSError, ValueError, struct.error):
+    except (OSError, ValueError, struct.error, DecodeError):  # a file the service is still writing
         return False
     return False
 

@@ -22,6 +22,7 @@ Calibration (measured on this machine, see the report in ``WarmStartConfig``'s d
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -366,7 +367,36 @@ def depth_weights(problems: Sequence[Problem], depths: Sequence[int] | None) -> 
     return w / w.sum()
 
 
-def warm_start(
+@contextlib.contextmanager
+def _cache_lock(cache_dir: Path | str | None, tag: str):
+    """Serialise warm starts of one policy across processes sharing a cache (parallel sweep jobs): the
+    second waits, then loads what the first cached instead of training the same model again."""
+    if cache_dir is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, at worst both train and the last rename wins
+        yield
+        return
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / f".lock-{tag or 'policy'}", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def warm_start(model: torch.nn.Module, tokenizer, problems: list[Problem], cfg: WarmStartConfig,
+               cache_dir: Path | str | None, *args: Any, tag: str = "", **kwargs: Any) -> dict[str, Any]:
+    """Warm-start ``model`` in place, at most one process per policy and cache at a time (see
+    :func:`_warm_start`)."""
+    with _cache_lock(cache_dir, tag):
+        return _warm_start(model, tokenizer, problems, cfg, cache_dir, *args, tag=tag, **kwargs)
+
+
+def _warm_start(
     model: torch.nn.Module,
     tokenizer,
     problems: list[Problem],
