@@ -389,11 +389,15 @@ def _cache_lock(cache_dir: Path | str | None, tag: str):
 
 
 def warm_start(model: torch.nn.Module, tokenizer, problems: list[Problem], cfg: WarmStartConfig,
-               cache_dir: Path | str | None, *args: Any, tag: str = "", **kwargs: Any) -> dict[str, Any]:
-    """Warm-start ``model`` in place, at most one process per policy and cache at a time (see
-    :func:`_warm_start`)."""
-    with _cache_lock(cache_dir, tag):
-        return _warm_start(model, tokenizer, problems, cfg, cache_dir, *args, tag=tag, **kwargs)
+               cache_dir: Path | str | None, **kwargs: Any) -> dict[str, Any]:
+    """Warm-start ``model`` in place, at most one process per cached result at a time (see
+    :func:`_warm_start` for the keyword arguments): parallel jobs that need the same warm-started policy
+    train it once; jobs that need different ones do not wait for each other."""
+    roles = list(kwargs.get("role_prompts") or [""])
+    ps = select_problems(problems, cfg.depths)
+    key = cache_key(model, tokenizer, ps, cfg, roles) if (cache_dir is not None and ps) else kwargs.get("tag", "")
+    with _cache_lock(cache_dir, key):
+        return _warm_start(model, tokenizer, problems, cfg, cache_dir, **kwargs)
 
 
 def _warm_start(
