@@ -10,6 +10,7 @@ Runs the default training for each seed (each in its own run dir), then reads ev
 
     PYTHONPATH=src python benchmarks/learning.py --seeds 0 1 2 [--out-root outputs/learning] [overrides ...]
     PYTHONPATH=src python benchmarks/learning.py --collect-only --out-root outputs/learning
+    PYTHONPATH=src python benchmarks/learning.py --collect-only --run-dir-format 'study/train/hetero_s{seed}'
 
 The runs take the default wall time each (see README); the warm start is cached after the first.
 """
@@ -40,12 +41,13 @@ def run_seed(seed: int, out: Path, overrides: list[str]) -> float:
     return time.time() - t0
 
 
-def collect(out_root: Path, seeds: list[int]) -> dict:
+def collect(out_root: Path, seeds: list[int], run_dir_format: str | None = None) -> dict:
     from mars2.metrics import mean_ci
 
     runs = {}
     for s in seeds:
-        res = json.loads((out_root / f"seed{s}" / "results.json").read_text())
+        run_dir = Path(run_dir_format.format(seed=s)) if run_dir_format else out_root / f"seed{s}"
+        res = json.loads((run_dir / "results.json").read_text())
         if res.get("status") != "completed":
             raise SystemExit(f"seed {s}: run not completed ({res.get('status')})")
         evals = res["evals"]
@@ -96,6 +98,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out-root", default=str(ROOT / "outputs" / "learning"))
     ap.add_argument("--collect-only", action="store_true")
+    ap.add_argument("--run-dir-format", default=None,
+                    help="collect existing runs from this dir pattern instead, e.g. 'study/train/hetero_s{seed}'")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "learning.json"))
     ap.add_argument("--png", default=str(ROOT / "docs" / "img" / "learning.png"))
     ap.add_argument("overrides", nargs="*")
@@ -106,7 +110,7 @@ def main() -> None:
     if not args.collect_only:
         for s in args.seeds:
             walls[s] = run_seed(s, out_root / f"seed{s}", args.overrides)
-    data = collect(out_root, args.seeds)
+    data = collect(out_root, args.seeds, args.run_dir_format)
     data["command"] = "PYTHONPATH=src python benchmarks/learning.py " + " ".join(sys.argv[1:])
     data["overrides"] = args.overrides
     if walls:

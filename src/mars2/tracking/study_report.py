@@ -20,7 +20,8 @@ from mars2.tracking.readers import read_run_dir
 MAIN = ("grpo", "rs2", "homo", "hetero", "hetero3")
 LABELS = {"grpo": "GRPO (single, iid)", "rs2": "RS² (single, tree)", "homo": "homo ×2", "hetero": "hetero ×2",
           "hetero3": "hetero ×3", "hetero_no_shaping": "hetero ×2, shaping=none",
-          "hetero_grpo_loss": "hetero ×2, loss=GRPO", "hetero_beta": "hetero ×2, Beta posterior"}
+          "hetero_grpo_loss": "hetero ×2, loss=GRPO", "hetero_beta": "hetero ×2, Beta posterior",
+          "hetero_kl05": "hetero ×2, KL coef 0.05"}
 PAPER = [
     ("Qwen3-8B base", "50.3", "LiveCodeBench v6 Pass@1"),
     ("GRPO (8B)", "52.5", ""),
