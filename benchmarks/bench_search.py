@@ -8,7 +8,7 @@ score, so both implementations see the same problem), so the time measured is th
 Also measured: the full ``SearchRunner`` overhead per node (prompt building, program extraction, node
 construction, feedback formatting, commits) with a backend and a scorer that return prebuilt results.
 
-Results go to benchmarks/results/search_overhead.json.
+Results go to benchmarks/results/search.json.
 
     PYTHONPATH=src python benchmarks/bench_search.py [--trees 40] [--repeats 3]
 """
@@ -125,7 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trees", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_overhead.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search.json"))
     args = ap.parse_args()
     import treequest
 

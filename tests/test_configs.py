@@ -88,12 +88,28 @@ def test_real_rosters_switch_engine_and_precision(size, first):
         (["rl.train_batch_size=two"], "rl.train_batch_size"),
         (["eval.tts_budgets=[0,2]"], "eval.tts_budgets"),
         (["rollout.top_p=1.5"], "rollout.top_p"),
+        (["search=t_plus", "search.feedback=vanilla"], "search.feedback"),  # would be silently ignored
     ],
 )
 def test_bad_values_name_the_key(overrides, key):
     c = compose_cfg(overrides)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(c)
+
+
+def test_t_plus_components_one_at_a_time_are_ab_mcts_variants():
+    """T+ = AB-MCTS-A + structured feedback + GEN discount; each component alone is an ab_mcts search, and
+    a contradictory t_plus config is refused instead of silently running full T+."""
+    from mars2.cli.build import search_config
+
+    full = search_config(compose_cfg(["search=t_plus"])["search"])
+    fb = search_config(compose_cfg(["search=ab_mcts", "search.feedback=t_plus"])["search"])
+    disc = search_config(compose_cfg(["search=ab_mcts", "search.gen_discount={gamma0:0.98,delta:0.02,gamma_min:0.5}"])["search"])
+    assert (full.feedback, full.discount() is not None) == ("t_plus", True)
+    assert (fb.feedback, fb.discount() is None) == ("t_plus", True)
+    assert (disc.feedback, disc.discount() is not None) == ("vanilla", True)
+    with pytest.raises(ValueError, match="search=ab_mcts"):
+        search_config({**full.to_dict(), "feedback": "vanilla"})
 
 
 # -- experiment management (issue 9) -----------------------------------------------------------------------------

@@ -80,6 +80,10 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "search.posterior", POSTERIORS)
     _choice(cfg, "search.score", ("pass_all", "fraction"))
     _choice(cfg, "search.feedback", ("vanilla", "t_plus"))
+    if _get(cfg, "search.mode") == "t_plus" and _get(cfg, "search.feedback") != "t_plus":
+        raise ConfigError("`search.feedback` must be t_plus with search=t_plus (T+ always uses its structured "
+                          "feedback); for one T+ component alone use search=ab_mcts with search.feedback=t_plus "
+                          "or search.gen_discount={gamma0:0.98,delta:0.02,gamma_min:0.5}")
     _int(cfg, "search.budget")
     _choice(cfg, "rl.loss", LOSSES)
     _choice(cfg, "rl.shaping", SHAPINGS)

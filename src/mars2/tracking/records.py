@@ -36,8 +36,9 @@ def config_summary(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "search": cfg["search"]["mode"],
         "train_budget": cfg["search"]["budget"],
         "posterior": cfg["search"].get("posterior"),
-        "feedback": cfg["search"].get("feedback"),
-        "gen_discount": bool(cfg["search"].get("gen_discount")),
+        # effective values: mode t_plus always means T+ feedback and a GEN discount (defaults when unset)
+        "feedback": "t_plus" if cfg["search"]["mode"] == "t_plus" else cfg["search"].get("feedback"),
+        "gen_discount": cfg["search"]["mode"] == "t_plus" or bool(cfg["search"].get("gen_discount")),
         "loss": cfg["rl"]["loss"],
         "shaping": cfg["rl"]["shaping"],
         "rounds": cfg.get("rounds"),

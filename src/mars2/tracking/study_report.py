@@ -43,10 +43,10 @@ def fmt(ci: tuple[float, float, float] | None, pct: bool = True) -> str:
     if ci is None:
         return "–"
     m, lo, hi = ci
-    k = 100.0 if pct else 1.0
-    if math.isnan(lo) or k * (hi - lo) / 2 < 0.05:  # one seed, or identical values
-        return f"{k * m:.1f}"
-    return f"{k * m:.1f} ± {k * (hi - lo) / 2:.1f}"
+    k, d = (100.0, 1) if pct else (1.0, 2)  # percentage points with 1 decimal; raw values (EC@K, distances) with 2
+    if math.isnan(lo) or k * (hi - lo) / 2 < 0.5 * 10 ** -d:  # one seed, or identical values
+        return f"{k * m:.{d}f}"
+    return f"{k * m:.{d}f} ± {k * (hi - lo) / 2:.{d}f}"
 
 
 def _train_runs(root: Path, name: str, seeds: Sequence[int]) -> list[dict[str, Any]]:
