@@ -150,3 +150,15 @@ def test_seeded_reproducible_and_mode_restored(setup) -> None:
     assert other != first
     q.eval()
     assert a1.tokens_generated == sum(len(r) for r in first + second)
+
+
+def test_padding_batches_split_long_prompts_off_when_padding_costs_more():
+    from mars2.agents.hf_backend import padding_batches
+
+    fresh, refine = [84] * 16, [190] * 5
+    assert padding_batches(fresh + refine, 64, 512) == [(0, 16), (16, 21)]  # 16*84+5*190+2*512 < 21*190+512
+    assert padding_batches(fresh + refine, 64, 0) == [(0, 21)]  # disabled: max_batch chunks only
+    assert padding_batches([80, 81, 82, 83], 64, 512) == [(0, 4)]  # similar lengths stay together
+    assert padding_batches(list(range(10)), 4, 0) == [(0, 4), (4, 8), (8, 10)]
+    assert all(b - a <= 3 for a, b in padding_batches(list(range(10)), 3, 512))
+    assert padding_batches([], 8, 512) == []

@@ -154,6 +154,7 @@ def build_backend(
         from mars2.agents.hf_backend import HFBackend
 
         return HFBackend(dict(models), dict(tokenizers), max_batch_size=int(rollout["max_batch_size"]),
+                         split_cost_tokens=int(rollout.get("split_cost_tokens", 512)),
                          enable_thinking=enable_thinking, **common)
     if backend == "vllm":
         from mars2.agents.vllm_backend import VLLMBackend, import_vllm
