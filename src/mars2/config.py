@@ -53,6 +53,16 @@ def _float(cfg: Mapping[str, Any], key: str, lo: float | None = None, hi: float 
         raise ConfigError(f"`{key}` must be in [{lo}, {hi}], got {value}")
 
 
+def check_t_plus_feedback(search: Mapping[str, Any]) -> None:
+    """``mode: t_plus`` always uses T+ feedback and the GEN discount (``SearchConfig`` forces them), so another
+    explicit ``feedback`` would be silently ignored: refuse it (train and evaluation searches alike)."""
+    if search.get("mode") == "t_plus" and search.get("feedback", "t_plus") != "t_plus":
+        raise ConfigError(
+            f"`search.feedback` must be t_plus with search=t_plus, got {search.get('feedback')!r} (T+ always uses "
+            f"its structured feedback and GEN discount); for one T+ component alone use search=ab_mcts with "
+            f"search.feedback=t_plus, or with search.gen_discount={{gamma0:0.98,delta:0.02,gamma_min:0.5}}")
+
+
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first problem found. ``cfg`` is the resolved train config as a dict."""
     _choice(cfg, "paradigm.name", PARADIGMS)
@@ -80,10 +90,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "search.posterior", POSTERIORS)
     _choice(cfg, "search.score", ("pass_all", "fraction"))
     _choice(cfg, "search.feedback", ("vanilla", "t_plus"))
-    if _get(cfg, "search.mode") == "t_plus" and _get(cfg, "search.feedback") != "t_plus":
-        raise ConfigError("`search.feedback` must be t_plus with search=t_plus (T+ always uses its structured "
-                          "feedback); for one T+ component alone use search=ab_mcts with search.feedback=t_plus "
-                          "or search.gen_discount={gamma0:0.98,delta:0.02,gamma_min:0.5}")
+    check_t_plus_feedback(_get(cfg, "search"))
     _int(cfg, "search.budget")
     _choice(cfg, "rl.loss", LOSSES)
     _choice(cfg, "rl.shaping", SHAPINGS)

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from mars2.agents.base import AgentSpec
 from mars2.agents.team import build_team, team_policies
+from mars2.config import check_t_plus_feedback
 from mars2.resources import SetupError, check_real_scale
 from mars2.search.factory import SearchConfig
 from mars2.tasks.problem import Problem
@@ -37,13 +38,7 @@ def make_team(cfg: Mapping[str, Any]) -> list[AgentSpec]:
 
 
 def search_config(search: Mapping[str, Any]) -> SearchConfig:
-    """The search of a config group. ``mode: t_plus`` always uses T+ feedback and a GEN discount, so an
-    explicit other ``feedback`` with it is a mistake (it would be silently ignored): say so."""
-    if search.get("mode") == "t_plus" and search.get("feedback", "t_plus") != "t_plus":
-        raise ValueError(
-            f"search.feedback={search.get('feedback')!r} with search=t_plus: T+ always uses its structured feedback "
-            f"and GEN discount; to test one T+ component alone use search=ab_mcts with search.feedback=t_plus, or "
-            f"with search.gen_discount={{gamma0:0.98,delta:0.02,gamma_min:0.5}}")
+    check_t_plus_feedback(search)
     return pick(SearchConfig, search)
 
 

@@ -368,9 +368,9 @@ def depth_weights(problems: Sequence[Problem], depths: Sequence[int] | None) -> 
 
 
 @contextlib.contextmanager
-def _cache_lock(cache_dir: Path | str | None, tag: str):
-    """Serialise warm starts of one policy across processes sharing a cache (parallel sweep jobs): the
-    second waits, then loads what the first cached instead of training the same model again."""
+def _cache_lock(cache_dir: Path | str | None, name: str):
+    """Serialise warm starts of one cached result (``name``: its cache key) across processes sharing a cache
+    (parallel sweep jobs): the second waits, then loads what the first cached instead of training again."""
     if cache_dir is None:
         yield
         return
@@ -380,7 +380,7 @@ def _cache_lock(cache_dir: Path | str | None, tag: str):
         yield
         return
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(cache_dir) / f".lock-{tag or 'policy'}", "w") as fh:
+    with open(Path(cache_dir) / f".lock-{name}", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -388,19 +388,7 @@ def _cache_lock(cache_dir: Path | str | None, tag: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def warm_start(model: torch.nn.Module, tokenizer, problems: list[Problem], cfg: WarmStartConfig,
-               cache_dir: Path | str | None, **kwargs: Any) -> dict[str, Any]:
-    """Warm-start ``model`` in place, at most one process per cached result at a time (see
-    :func:`_warm_start` for the keyword arguments): parallel jobs that need the same warm-started policy
-    train it once; jobs that need different ones do not wait for each other."""
-    roles = list(kwargs.get("role_prompts") or [""])
-    ps = select_problems(problems, cfg.depths)
-    key = cache_key(model, tokenizer, ps, cfg, roles) if (cache_dir is not None and ps) else kwargs.get("tag", "")
-    with _cache_lock(cache_dir, key):
-        return _warm_start(model, tokenizer, problems, cfg, cache_dir, **kwargs)
-
-
-def _warm_start(
+def warm_start(
     model: torch.nn.Module,
     tokenizer,
     problems: list[Problem],
@@ -417,13 +405,22 @@ def _warm_start(
 
     ``sandbox`` runs the corrupted programs for refinement feedback (a default `mars2.sandbox.Sandbox` is
     made when None and refinement is on). ``role_prompts``: system prompts sampled per example (None → no
-    system prompt)."""
-    t0 = time.time()
+    system prompt). At most one process per cached result works at a time: parallel jobs that need the same
+    warm-started policy train it once; jobs that need different ones do not wait for each other."""
     roles = list(role_prompts) if role_prompts else [""]
     ps = select_problems(problems, cfg.depths)
     if not ps:
         raise ValueError(f"warm start {tag}: no warm-up problems with a reference solution at depths {cfg.depths}")
     key = cache_key(model, tokenizer, ps, cfg, roles)
+    with _cache_lock(cache_dir, key):
+        return _warm_start(model, tokenizer, ps, roles, key, cfg, cache_dir, sandbox, progress, tag, on_step)
+
+
+def _warm_start(model: torch.nn.Module, tokenizer, ps: list[Problem], roles: list[str], key: str,
+                cfg: WarmStartConfig, cache_dir: Path | str | None, sandbox: Any, progress: bool, tag: str,
+                on_step: Callable[[int, float], None] | None) -> dict[str, Any]:
+    """:func:`warm_start` on the selected problems ``ps`` under the lock of its cache ``key``."""
+    t0 = time.time()
     final = partial = None
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
