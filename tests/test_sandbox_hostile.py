@@ -113,8 +113,12 @@ def test_recursion_bomb(sb):
     # Python frames live on the heap in 3.11: an unlimited recursion grows until memory or time runs out
     v = one(sb, "import sys\nsys.setrecursionlimit(10 ** 8)\ndef f(n=0):\n    return f(n + 1)\n", fn())
     assert v.status in ("runtime_error", "memory", "timeout")
-    # recursion inside C (repr of a deeply nested list) overflows the C stack: SIGSEGV, reported
-    prog = "import sys\nsys.setrecursionlimit(10 ** 8)\ndef f():\n    x = []\n    for _ in range(10 ** 6):\n        x = [x]\n    return repr(x)\n"
+    # recursion inside C (repr of a deeply nested list) overflows the C stack: SIGSEGV, reported. The
+    # program shrinks its own stack to 1 MiB so that a 10^5-deep list overflows it in ~40 ms: the work must
+    # stay far below the 1 s timeout on a machine 3x slower than ours (a 10^6-deep list did not).
+    prog = ("import resource, sys\nsys.setrecursionlimit(10 ** 8)\n"
+            "resource.setrlimit(resource.RLIMIT_STACK, (1 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))\n"
+            "def f():\n    x = []\n    for _ in range(10 ** 5):\n        x = [x]\n    return repr(x)\n")
     v = one(sb, prog, fn())
     assert v.status == "runtime_error" and "Segmentation fault" in v.error
 
