@@ -37,6 +37,9 @@ class Problem:
     source: str = "minicode"
     date: str | None = None
     reference_solution: str | None = None
+    # Source text the sandbox puts before every program, in both modes (LiveCodeBench's harness prepends a
+    # block of standard imports, so LeetCode-style code may use ``List`` without importing it).
+    prelude: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
