@@ -375,3 +375,45 @@ def test_rebalancing_changes_only_hidden_tests_of_degenerate_problems() -> None:
     assert max(outs.values()) <= 5 and len(p.hidden_tests) == 10
     assert p.hidden_tests[0] == TestCase([[]], 0)  # the edge cases stay first
     assert verify_problems([p]) == []
+
+
+def test_test_iid_is_new_instances_of_train_compositions() -> None:
+    """test_iid (issue 17): unseen instances — new constants, new tests — of compositions of the train split,
+    never of warm-up ones; adding it leaves every other split unchanged."""
+    base = generate_minicode(seed=4, n_warmup=120, n_train=60, n_test=20, train_depths=(2, 3))
+    iid = generate_minicode(seed=4, n_warmup=120, n_train=60, n_test=20, train_depths=(2, 3), n_test_iid=40)
+    assert _fingerprint(iid) == _fingerprint(base) and "test_iid" not in base
+    probs = iid["test_iid"]
+    assert len(probs) == 40 and probs[3].id == "minicode/test_iid/0003"
+    assert verify_problems(probs) == []
+    train = {p.id: p for p in iid["train"]}
+    warm_comps = {p.meta["composition"] for p in iid["warmup"]}
+    train_statements = {p.statement for p in iid["train"]}
+    for p in probs:
+        src = train[p.meta["source_train_id"]]
+        assert p.meta["composition"] == src.meta["composition"] and p.meta["family"] == src.meta["family"]
+        assert p.meta["composition"] not in warm_comps and p.meta["split"] == "test_iid"
+        assert p.statement not in train_statements  # a new instance: new constants, so a new statement
+        assert p.meta["constants"] != src.meta["constants"]
+        assert p.difficulty in (2, 3)
+    assert len({p.statement for p in probs}) == len(probs)
+    # tests are drawn anew (not copied from the train problem)
+    assert sum(p.hidden_tests == train[p.meta["source_train_id"]].hidden_tests for p in probs) == 0
+    assert _fingerprint(generate_minicode(seed=4, n_warmup=120, n_train=60, n_test=20, train_depths=(2, 3),
+                                          n_test_iid=40)) == _fingerprint(iid)
+    with pytest.raises(ValueError, match="test_iid_depths"):
+        generate_minicode(n_warmup=10, n_train=10, n_test=10, train_depths=(2, 3), n_test_iid=5, test_iid_depths=(1,))
+    with pytest.raises(ValueError, match="n_test_iid"):
+        generate_minicode(n_test_iid=-1)
+
+
+def test_task_config_has_both_held_out_splits() -> None:
+    from omegaconf import OmegaConf
+
+    from pathlib import Path
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/task/minicode.yaml"))
+    cfg.pop("name")
+    cfg.update(n_warmup=50, n_train=40, n_test=10, n_test_iid=10)
+    splits = load_task("minicode", **cfg)
+    assert set(splits) == {"warmup", "train", "test", "test_iid"} and len(splits["test_iid"]) == 10

@@ -62,8 +62,17 @@ def test_corruptions_by_hand() -> None:
     # edits that cannot apply return None instead of a no-op
     assert corrupt_program("def solve(s):\n    return s", rng, kind="swap_lines") is None
     assert corrupt_program("def solve(s):\n    return s", rng, kind="constant") is None
-    for k in CORRUPTIONS:  # every result still compiles
-        res = corrupt_program(PROG, random.Random(1), ["xs = xs[1:]"], kind=k)
+    # off-by-one moves a constant by exactly 1; a wrong comparison flips strictness / equality
+    _, out = corrupt_program(PROG, rng, kind="off_by_one")
+    assert out in (PROG.replace("x + 3 ", "x + 2 "), PROG.replace("x + 3 ", "x + 4 "))
+    cmp_prog = "def solve(xs):\n    xs = [x for x in xs if x > 2]\n    return len(xs)"
+    _, out = corrupt_program(cmp_prog, rng, kind="comparison")
+    assert out == cmp_prog.replace(" > ", " >= ")
+    assert corrupt_program(PROG, rng, kind="comparison") is None  # no comparison to flip
+    # every kind applies to a program with a constant, a comparison and two movable steps; all compile
+    full = "def solve(xs):\n    xs = [x + 3 for x in xs if x > 0]\n    xs = sorted(xs)\n    return sum(xs)"
+    for k in CORRUPTIONS:
+        res = corrupt_program(full, random.Random(1), ["xs = xs[1:]"], kind=k)
         assert res is not None
         compile(res[1], "x", "exec")
 
@@ -113,6 +122,16 @@ def test_refine_pool_uses_real_public_feedback(world, sandbox) -> None:
         assert not ev.public.all_passed  # every corrupted program fails a public test
         assert fb == format_feedback(ev.public, "vanilla", 1200)
     assert build_refine_pool(problems, 12, seed=0, sandbox=sandbox) == pool  # seeded
+    # both styles: the same programs, each once per style, with the search's formatter and cap
+    both = build_refine_pool(problems, 12, seed=0, sandbox=sandbox, feedback_style=["vanilla", "t_plus"],
+                             max_feedback_chars=600)
+    assert [prog for _, prog, _ in both[::2]] == [prog for _, prog, _ in pool]
+    assert [prog for _, prog, _ in both[1::2]] == [prog for _, prog, _ in pool]
+    for (p, prog, fb), ev in zip(both[1::2], evals):
+        assert fb == format_feedback(ev.public, "t_plus", 600)
+        assert fb.startswith("The program is correct for") and " failed.\nInput: " in fb  # T+ detail
+    with pytest.raises(ValueError, match="feedback_styles"):
+        WarmStartConfig(feedback_styles=["nope"])
 
 
 def test_warm_start_lowers_loss_caches_and_resumes(world, sandbox, tmp_path) -> None:
@@ -122,8 +141,10 @@ def test_warm_start_lowers_loss_caches_and_resumes(world, sandbox, tmp_path) -> 
     model = _model(tok)
     stats = warm_start(model, tok, problems, cfg, tmp_path, sandbox=sandbox, progress=False, tag="t", role_prompts=ROLES)
     assert not stats["cached"] and len(stats["loss"]) == 12 and stats["n_refine"] > 0
-    # the random policy writes no code: all 8 harvested samples are failures with real feedback
-    assert stats["n_self_refine"] == 8 and stats["harvest"][0]["step"] == 6
+    # the random policy writes no code: all 8 harvested samples are failures with real feedback, one
+    # refinement example per feedback style (vanilla and T+)
+    assert stats["n_self_refine"] == 16 and stats["harvest"][0]["step"] == 6
+    assert stats["harvest"][0]["failures"] == 8 and stats["harvest"][0]["examples"] == 16
     assert sum(stats["loss"][-3:]) / 3 < 0.8 * sum(stats["loss"][:3]) / 3
     assert model.training is False  # mode restored
     assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.partial.pt"))

@@ -617,16 +617,71 @@ def _generate_split(split: str, n: int, depths: tuple[int, ...], seed: int, samp
     return problems
 
 
+def _generate_iid(n: int, train: Sequence[Problem], depths: tuple[int, ...], seed: int, n_public: tuple[int, int],
+                  n_hidden: int) -> list[Problem]:
+    """The ``test_iid`` split: unseen *instances* of the compositions of the ``train`` split (never of warm-up:
+    train compositions are disjoint from warm-up ones). Each problem copies the composition and family of a
+    train problem drawn uniformly (so compositions come in the proportions RL sees them), with constants and
+    tests drawn anew from ``minicode|{seed}|test_iid``; its statement must differ from every train statement
+    (and from the other test_iid ones): a composition without constants can give no new statement in its
+    family and is skipped. ``meta["source_train_id"]``: the train problem it was derived from."""
+    rng = random.Random(f"minicode|{seed}|test_iid")
+    pool = [p for p in train if int(p.meta["depth"]) in set(depths)]
+    if not pool:
+        raise ValueError(f"minicode: no train problems at test_iid depths {list(depths)} (train has depths "
+                         f"{sorted({int(p.meta['depth']) for p in train})})")
+    taken = {p.statement for p in train}
+    width = max(4, len(str(max(n - 1, 0))))
+    out: list[Problem] = []
+    for idx in range(n):
+        chosen = None
+        for attempt in range(_MAX_ATTEMPTS):
+            src = pool[rng.randrange(len(pool))]
+            family, comp = src.meta["family"], tuple(src.meta["composition"])
+            if not any(_BY_NAME[name].k_choices for name in comp):
+                continue
+            for _ in range(10):
+                steps = [(_BY_NAME[name], _draw_constant(rng, _BY_NAME[name])) for name in comp]
+                spec = _Spec(family, steps)
+                statement, ref, starter = _render(spec)
+                if statement not in taken:
+                    break
+            else:
+                continue
+            tests = _build_tests(rng, spec, rng.randint(*n_public), n_hidden)
+            if tests is not None:
+                chosen = (src, comp, spec, tests, statement, ref, starter)
+                break
+        if chosen is None:
+            raise RuntimeError("minicode: no new non-degenerate instance of a train composition for test_iid")
+        src, comp, spec, (pub, hid), statement, ref, starter = chosen
+        taken.add(statement)
+        out.append(Problem(
+            id=f"minicode/test_iid/{idx:0{width}d}", statement=statement, mode=src.mode, public_tests=tuple(pub),
+            hidden_tests=tuple(hid), entry_point=src.entry_point, starter_code=starter, difficulty=len(comp),
+            source="minicode", reference_solution=ref,
+            meta={"composition": comp, "family": family, "depth": len(comp), "split": "test_iid",
+                  "constants": [k for _, k in spec.steps], "source_train_id": src.id},
+        ))
+    return out
+
+
 def generate_minicode(seed: int = 0, n_warmup: int = 2000, n_train: int = 512, n_test: int = 128,
                       warmup_depths: Sequence[int] = (1, 2), train_depths: Sequence[int] = (1, 2, 3),
                       test_depths: Sequence[int] = (2, 3),
                       stdin_fraction: float = 0.2, string_fraction: float = 0.2,
-                      n_public: tuple[int, int] = (2, 3), n_hidden: int = 10) -> dict[str, list[Problem]]:
-    """Generate the minicode splits ``{"warmup", "train", "test"}`` deterministically from ``seed``.
+                      n_public: tuple[int, int] = (2, 3), n_hidden: int = 10,
+                      n_test_iid: int = 0, test_iid_depths: Sequence[int] | None = None) -> dict[str, list[Problem]]:
+    """Generate the minicode splits ``{"warmup", "train", "test"}`` (and ``"test_iid"`` when ``n_test_iid``
+    > 0) deterministically from ``seed``.
 
-    Compositions are disjoint across splits (see the module docstring); each problem has ``n_public``
-    (inclusive range) public tests and ``n_hidden`` hidden tests including edge cases (empty input, single
-    element, duplicates, all-negative). ``meta`` = {"composition", "family", "depth", "split", "constants"}.
+    Compositions are disjoint across warmup / train / test (see the module docstring): ``test`` measures
+    generalisation to unseen compositions. ``test_iid`` holds unseen instances (new constants, new tests)
+    of train compositions at ``test_iid_depths`` (default: ``train_depths``), see :func:`_generate_iid`:
+    it measures what RL on the train problems transfers to new problems of the same kinds. Adding it
+    changes no other split. Each problem has ``n_public`` (inclusive range) public tests and ``n_hidden``
+    hidden tests including edge cases (empty input, single element, duplicates, all-negative).
+    ``meta`` = {"composition", "family", "depth", "split", "constants"}.
     """
     if n_hidden < 5:
         raise ValueError("minicode: n_hidden must be >= 5 (the edge cases alone take 5)")
@@ -639,13 +694,22 @@ def generate_minicode(seed: int = 0, n_warmup: int = 2000, n_train: int = 512, n
     for s, ds in depths_by_split.items():
         if not ds or any(int(d) != d or d < 1 for d in ds):
             raise ValueError(f"minicode: {s}_depths must be a non-empty sequence of ints >= 1, got {ds}")
+    if int(n_test_iid) != n_test_iid or n_test_iid < 0:
+        raise ValueError(f"minicode: n_test_iid must be an integer >= 0, got {n_test_iid}")
+    iid_depths = tuple(train_depths if test_iid_depths is None else test_iid_depths)
+    if n_test_iid and (not iid_depths or not set(iid_depths) <= set(depths_by_split["train"])):
+        raise ValueError(f"minicode: test_iid_depths {list(iid_depths)} must be train depths "
+                         f"{list(depths_by_split['train'])} (test_iid holds instances of train compositions)")
     sampler = _CompositionSampler(seed, depths_by_split)
     sizes = {"warmup": n_warmup, "train": n_train, "test": n_test}
-    return {
+    out = {
         s: _generate_split(s, sizes[s], depths_by_split[s], seed, sampler, stdin_fraction, string_fraction,
                            (lo, hi), n_hidden)
         for s in SPLITS
     }
+    if n_test_iid:
+        out["test_iid"] = _generate_iid(int(n_test_iid), out["train"], iid_depths, seed, (lo, hi), n_hidden)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

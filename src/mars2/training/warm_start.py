@@ -6,11 +6,16 @@ warm start teaches the two behaviours the search uses (method.md §1), in *exact
 identical:
 
 - **fresh**: ``fresh_messages(problem, agent)`` → ``format_response(reference)``;
-- **refinement**: ``refine_messages(problem, agent, corrupted, feedback)`` → ``format_response(reference)``,
-  where ``corrupted`` is a small edit of the reference (drop a line, swap two lines, change a constant,
-  change an operator, or put in a line of another problem's reference — the phrase→line mistake a tiny
-  model makes) that fails at least one public test, and ``feedback`` is the *real* sandbox feedback of that
-  program on the public tests (``format_feedback(evaluation.public, "vanilla")``).
+- **refinement** (repair as a skill): ``refine_messages(problem, agent, buggy, feedback)`` →
+  ``format_response(reference)``, where ``buggy`` is a realistic near miss of the reference — a mutation
+  (:data:`CORRUPTIONS`: a missing step, swapped steps, an off-by-one or otherwise wrong constant, a wrong
+  operator or primitive call, a wrong comparison, or a line of another problem's reference, the phrase→line
+  mistake a tiny model makes) that fails at least one public test — and ``feedback`` is the *real* sandbox
+  feedback of that program on the public tests, formatted by the search's own formatter
+  (``mars2.sandbox.feedback.format_feedback``) in **every** style of ``feedback_styles`` (vanilla and T+ by
+  default: one example per style for each buggy program), capped at the search's ``feedback_max_chars``.
+  A share (``harvest_share``) of the refinement examples are the policy's *own* failures, sampled from it
+  during the warm start (``harvest_at``), with their real feedback in every style.
 
 The agent's system prompt is drawn per example from ``role_prompts`` so every role prompt is seen in
 training. Loss is the token mean of the cross-entropy on response tokens (the response and its end-of-turn
@@ -47,7 +52,7 @@ from mars2.tasks.problem import Problem
 log = logging.getLogger("mars2.warm_start")
 
 # Bump when the data recipe or the loss changes so that stale cached weights are not reused.
-WARM_START_VERSION = 1
+WARM_START_VERSION = 2  # 2: both feedback styles, off-by-one / comparison mutations, 600-char feedback
 
 
 @dataclass
@@ -61,7 +66,10 @@ class WarmStartConfig:
     are dropped. ``harvest_at``: fractions of ``steps`` at which the policy itself samples ``harvest_n``
     fresh solutions (T=1) to warm-up problems; those failing a public test become refinement examples with
     their real feedback, and from then on ``harvest_share`` of the refinement examples of a batch are such
-    self-made failures (the errors a policy actually makes differ from synthetic edits)."""
+    self-made failures (the errors a policy actually makes differ from synthetic edits).
+    ``feedback_styles``: the feedback formats of the refinement examples (``mars2.sandbox.feedback.STYLES``),
+    one example per style for every buggy program; ``max_feedback_chars``: their length cap (the search's
+    ``feedback_max_chars`` default, so warm-start and search prompts match)."""
 
     steps: int = 300
     batch_size: int = 32
@@ -81,6 +89,19 @@ class WarmStartConfig:
     harvest_at: list[float] = field(default_factory=lambda: [0.5])
     harvest_n: int = 256
     harvest_share: float = 0.5
+    feedback_styles: list[str] = field(default_factory=lambda: ["vanilla", "t_plus"])
+    max_feedback_chars: int = 600
+
+    def __post_init__(self) -> None:
+        from mars2.sandbox.feedback import STYLES
+
+        styles = [self.feedback_styles] if isinstance(self.feedback_styles, str) else list(self.feedback_styles)
+        bad = [s for s in styles if s not in STYLES]
+        if not styles or bad:
+            raise ValueError(f"warm_start.feedback_styles must be a non-empty list of {STYLES}, got {self.feedback_styles!r}")
+        self.feedback_styles = styles
+        if self.max_feedback_chars < 1:
+            raise ValueError(f"warm_start.max_feedback_chars must be >= 1, got {self.max_feedback_chars}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -102,7 +123,14 @@ def _body_lines(lines: list[str]) -> list[int]:
     return [i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("def ")]
 
 
-CORRUPTIONS = ("drop_line", "swap_lines", "constant", "operator", "foreign_line")
+_COMPARISON_SWAPS: tuple[tuple[str, str], ...] = (
+    (" >= ", " > "), (" > ", " >= "), (" <= ", " < "), (" < ", " <= "), (" == ", " != "), (" != ", " == "),
+)
+# The near-miss bugs of issue 17, by name: missing step (drop_line), swapped steps (swap_lines), wrong
+# constant (constant: ±1 or ±2), off-by-one (off_by_one: ±1), wrong operator / wrong primitive call
+# (operator), wrong comparison (comparison: > vs >=, == vs !=), wrong primitive (foreign_line: a step of
+# another problem in place of one of this problem's steps).
+CORRUPTIONS = ("drop_line", "swap_lines", "constant", "off_by_one", "operator", "comparison", "foreign_line")
 
 
 def corrupt_program(program: str, rng: random.Random, donor_lines: Sequence[str] = (),
@@ -110,7 +138,8 @@ def corrupt_program(program: str, rng: random.Random, donor_lines: Sequence[str]
     """One small edit of ``program`` → ``(kind, new_program)``, or None if the edit does not apply.
 
     Kinds (drawn uniformly unless given): ``drop_line``, ``swap_lines`` (two adjacent transformation
-    lines), ``constant`` (an integer literal ±1 or ±2), ``operator`` (e.g. ``+``→``-``, ``min``→``max``),
+    lines), ``constant`` (an integer literal ±1 or ±2), ``off_by_one`` (an integer literal ±1),
+    ``operator`` (e.g. ``+``→``-``, ``min``→``max``), ``comparison`` (``>``→``>=``, ``==``→``!=``, ...),
     ``foreign_line`` (a transformation line replaced by one from ``donor_lines``)."""
     lines = program.rstrip("\n").split("\n")
     body = _body_lines(lines)
@@ -127,15 +156,16 @@ def corrupt_program(program: str, rng: random.Random, donor_lines: Sequence[str]
             return None
         a, b = rng.choice(pairs)
         new[a], new[b] = new[b], new[a]
-    elif kind == "constant":
+    elif kind in ("constant", "off_by_one"):
         spots = [(i, m) for i in body for m in _INT.finditer(lines[i])]
         if not spots:
             return None
         i, m = rng.choice(spots)
-        val = int(m.group(1)) + rng.choice((-2, -1, 1, 2))
+        val = int(m.group(1)) + rng.choice((-2, -1, 1, 2) if kind == "constant" else (-1, 1))
         new[i] = lines[i][: m.start(1)] + str(val) + lines[i][m.end(1):]
-    elif kind == "operator":
-        spots = [(i, a, b) for i in body for a, b in _OPERATOR_SWAPS if a in lines[i]]
+    elif kind in ("operator", "comparison"):
+        swaps = _OPERATOR_SWAPS if kind == "operator" else _COMPARISON_SWAPS
+        spots = [(i, a, b) for i in body for a, b in swaps if a in lines[i]]
         if not spots:
             return None
         i, a, b = rng.choice(spots)
@@ -172,13 +202,14 @@ def _donor_lines(problems: Sequence[Problem]) -> list[str]:
 
 
 def build_refine_pool(
-    problems: Sequence[Problem], n: int, seed: int, sandbox: Any, feedback_style: str = "vanilla",
+    problems: Sequence[Problem], n: int, seed: int, sandbox: Any, feedback_style: str | Sequence[str] = "vanilla",
     max_feedback_chars: int = 1200, weights: Sequence[float] | None = None,
 ) -> list[tuple[Problem, str, str]]:
-    """Up to ``n`` triples (problem, corrupted program, real public-test feedback), each corrupted program
-    failing at least one public test. Problems are drawn round-robin over a seeded shuffle (or with
-    ``weights``), and all candidates run in one ``sandbox.evaluate_many`` batch (public tests only: the
-    feedback uses nothing else, and hidden tests would triple the sandbox time)."""
+    """Up to ``n`` corrupted programs, each failing at least one public test, as triples (problem, corrupted
+    program, real public-test feedback) — one triple per style when ``feedback_style`` is a list of styles
+    (program-major: the styles of one program are adjacent). Problems are drawn round-robin over a seeded
+    shuffle (or with ``weights``), and all candidates run in one ``sandbox.evaluate_many`` batch (public
+    tests only: the feedback uses nothing else, and hidden tests would triple the sandbox time)."""
     from mars2.sandbox.feedback import format_feedback
 
     if n <= 0 or not problems:
@@ -202,23 +233,27 @@ def build_refine_pool(
         cands.append((p, res[1]))
     public_only = [(dataclasses.replace(p, hidden_tests=()), prog) for p, prog in cands]
     evals = sandbox.evaluate_many(public_only)
+    styles = [feedback_style] if isinstance(feedback_style, str) else list(feedback_style)
     pool: list[tuple[Problem, str, str]] = []
+    kept = 0
     for (p, prog), ev in zip(cands, evals):
         if ev.public.all_passed:
             continue
-        pool.append((p, prog, format_feedback(ev.public, feedback_style, max_feedback_chars)))
-        if len(pool) >= n:
+        pool += [(p, prog, format_feedback(ev.public, st, max_feedback_chars)) for st in styles]
+        kept += 1
+        if kept >= n:
             break
     return pool
 
 
 def harvest_failures(
     model, tokenizer, problems: Sequence[Problem], agents: Sequence[AgentSpec], n: int, seed: int, sandbox: Any,
-    weights: Sequence[float] | None = None, max_new_tokens: int = 128, feedback_style: str = "vanilla",
+    weights: Sequence[float] | None = None, max_new_tokens: int = 128, feedback_style: str | Sequence[str] = "vanilla",
     max_feedback_chars: int = 1200,
 ) -> list[tuple[Problem, AgentSpec, str | None, str]]:
     """The policy's own failures: ``n`` fresh solutions sampled at temperature 1 (seeded) for problems drawn
-    with ``weights``; those failing a public test (or with no code) → (problem, agent, program, feedback)."""
+    with ``weights``; those failing a public test (or with no code) → (problem, agent, program, feedback),
+    one tuple per style when ``feedback_style`` is a list of styles."""
     from mars2.agents.base import GenerationRequest
     from mars2.agents.extraction import extract_program
     from mars2.agents.hf_backend import HFBackend
@@ -233,8 +268,9 @@ def harvest_failures(
     gens = backend.generate([GenerationRequest("p", fresh_messages(p, a)) for p, a in zip(chosen, who)])
     progs = [extract_program(g.text) for g in gens]
     evals = sandbox.evaluate_many([(dataclasses.replace(p, hidden_tests=()), prog) for p, prog in zip(chosen, progs)])
-    return [(p, a, prog, format_feedback(ev.public, feedback_style, max_feedback_chars))
-            for p, a, prog, ev in zip(chosen, who, progs, evals) if not ev.public.all_passed]
+    styles = [feedback_style] if isinstance(feedback_style, str) else list(feedback_style)
+    return [(p, a, prog, format_feedback(ev.public, st, max_feedback_chars))
+            for p, a, prog, ev in zip(chosen, who, progs, evals) if not ev.public.all_passed for st in styles]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -251,9 +287,9 @@ class _Examples:
 def _encode(tokenizer, messages: list[list[dict[str, str]]], responses: list[str], max_len: int) -> _Examples:
     """Prompt ids exactly as the generation backend builds them (chat template, generation prompt), then
     the response tokens and the end-of-turn token — the sequence the policy emits at rollout time."""
-    prompts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False, enable_thinking=False)
-               for m in messages]
-    p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    from mars2.agents.hf_backend import chat_prompt_ids  # the backends' own prompt builder, not a copy
+
+    p_ids = [chat_prompt_ids(tokenizer, m) for m in messages]
     r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     ex = _Examples()
@@ -416,6 +452,94 @@ def warm_start(
         return _warm_start(model, tokenizer, ps, roles, key, cfg, cache_dir, sandbox, progress, tag, on_step)
 
 
+def _cached(cache_dir: Path | str | None, key: str) -> bool:
+    return cache_dir is not None and (Path(cache_dir) / f"{key}.pt").is_file()
+
+
+def _job(args: tuple) -> tuple[str, dict[str, Any]]:
+    """One warm start in a worker process (spawned: a fresh interpreter, no inherited threads or sandbox
+    servers): ``threads`` torch threads, its own sandbox, results written to the shared cache."""
+    (tag, model, tokenizer, problems, cfg, cache_dir, sandbox_config, role_prompts, threads) = args
+    torch.set_num_threads(max(1, int(threads)))
+    from mars2.sandbox import Sandbox
+
+    with Sandbox(sandbox_config) as sandbox:
+        stats = warm_start(model, tokenizer, problems, cfg, cache_dir, sandbox=sandbox, progress=False, tag=tag,
+                           role_prompts=role_prompts)
+    stats.pop("loss", None)  # the parent reads the full stats from the cache
+    return tag, stats
+
+
+def warm_start_many(
+    models: dict[str, torch.nn.Module],
+    tokenizers: dict[str, Any],
+    problems: list[Problem],
+    cfgs: dict[str, WarmStartConfig],
+    cache_dir: Path | str | None,
+    sandbox: Any = None,
+    progress: bool = True,
+    role_prompts: Sequence[str] | None = None,
+    processes: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Warm-start several policies (``models[pid]`` with ``cfgs[pid]``, in place); returns stats per pid.
+
+    Policies whose result is not cached yet are trained in parallel worker processes, one process per
+    policy and the cores split between them (``processes``: at most that many at a time; default: one per
+    core this process may use). Why: the per-step work of a tiny model is too small for two threads to
+    share well — two processes with one thread each train ~1.6x as many steps per second as one process
+    with two threads. Each worker writes the cache under the per-key lock of :func:`warm_start`, then this
+    process loads every policy from the cache, so the weights are those of a warm start run alone (up to
+    float rounding of the thread count, as for ``micro_batch_size``). Runs sequentially in this process
+    when there is no cache, only one policy to train, one core, or a sandbox that is not a
+    `mars2.sandbox.Sandbox` (a test double cannot be sent to another process)."""
+    roles = list(role_prompts) if role_prompts else [""]
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    procs = max(1, int(processes) if processes else cores)
+    todo = []
+    for pid, model in models.items():
+        cfg = cfgs[pid]
+        if not (cfg.enabled and cfg.steps > 0):
+            continue
+        ps = select_problems(problems, cfg.depths)
+        if ps and not _cached(cache_dir, cache_key(model, tokenizers[pid], ps, cfg, roles)):
+            todo.append(pid)
+    from mars2.sandbox import Sandbox, SandboxConfig
+
+    sandbox_config = SandboxConfig() if sandbox is None else getattr(sandbox, "config", None)
+    parallel = (cache_dir is not None and len(todo) >= 2 and procs >= 2
+                and (sandbox is None or isinstance(sandbox, Sandbox)) and isinstance(sandbox_config, SandboxConfig))
+    out: dict[str, dict[str, Any]] = {}
+    wall = None
+    if parallel:
+        import multiprocessing as mp
+
+        n = min(procs, len(todo))
+        threads = max(1, cores // n)
+        log.info("warm start: %d policies in %d processes x %d thread(s): %s", len(todo), n, threads, ", ".join(todo))
+        t0 = time.time()
+        jobs = [(pid, models[pid], tokenizers[pid], problems, cfgs[pid], str(cache_dir), sandbox_config, roles, threads)
+                for pid in todo]
+        with mp.get_context("spawn").Pool(n) as pool:
+            for pid, st in pool.imap_unordered(_job, jobs):
+                out[pid] = st
+                log.info("warm start %s: trained in a worker in %.0f s", pid, st.get("seconds", float("nan")))
+        wall = time.time() - t0
+    for pid, model in models.items():
+        cfg = cfgs[pid]
+        if not (cfg.enabled and cfg.steps > 0):
+            continue
+        st = warm_start(model, tokenizers[pid], problems, cfg, cache_dir, sandbox=sandbox, progress=progress, tag=pid,
+                        role_prompts=roles)
+        if pid in out:  # trained by a worker just now: report it as trained, not as a cache hit
+            st.update(cached=False, seconds=out[pid].get("seconds"), parallel_wall_seconds=wall,
+                      parallel_processes=min(procs, len(todo)))
+        out[pid] = st
+    return out
+
+
 def _warm_start(model: torch.nn.Module, tokenizer, ps: list[Problem], roles: list[str], key: str,
                 cfg: WarmStartConfig, cache_dir: Path | str | None, sandbox: Any, progress: bool, tag: str,
                 on_step: Callable[[int, float], None] | None) -> dict[str, Any]:
@@ -452,7 +576,8 @@ def _warm_start(model: torch.nn.Module, tokenizer, ps: list[Problem], roles: lis
 
             sandbox = Sandbox()
         t_pool = time.time()
-        pool = build_refine_pool(ps, cfg.n_refine_pool, cfg.data_seed, sandbox,
+        pool = build_refine_pool(ps, cfg.n_refine_pool, cfg.data_seed, sandbox, feedback_style=cfg.feedback_styles,
+                                 max_feedback_chars=cfg.max_feedback_chars,
                                  weights=list(depth_weights(ps, cfg.depths)) if cfg.depths else None)
         log.info("warm start %s: %d refinement examples in %.1f s", tag, len(pool), time.time() - t_pool)
         msgs = [refine_messages(p, rng.choice(agents), prog, fb) for p, prog, fb in pool]
@@ -501,13 +626,15 @@ def _warm_start(model: torch.nn.Module, tokenizer, ps: list[Problem], roles: lis
                     if step in harvest_steps:
                         t_h = time.time()
                         got = harvest_failures(model, tokenizer, ps, agents, cfg.harvest_n, cfg.seed * 1009 + step,
-                                               sandbox, weights=list(pw))
+                                               sandbox, weights=list(pw), feedback_style=cfg.feedback_styles,
+                                               max_feedback_chars=cfg.max_feedback_chars)
                         ex = _encode(tokenizer, [refine_messages(p, a, prog, fb) for p, a, prog, fb in got],
                                      [format_response(p.reference_solution or "") for p, _, _, _ in got], cfg.max_len)
                         both.ids += ex.ids
                         both.n_prompt += ex.n_prompt
                         n_s += len(ex.ids)
-                        harvest_log.append({"step": step, "failures": len(ex.ids), "of": cfg.harvest_n,
+                        harvest_log.append({"step": step, "failures": len(got) // len(cfg.feedback_styles),
+                                            "examples": len(ex.ids), "of": cfg.harvest_n,
                                             "seconds": round(time.time() - t_h, 2)})
                     # Batch composition depends only on (data_seed, step) and the harvested examples so far:
                     # resuming needs no RNG state.
