@@ -197,9 +197,12 @@ def test_comparison_helpers():
     assert outputs_equal("007 -0", "7 0", 0.0)  # integer tokens compare as integers
     assert not outputs_equal("1 2", "1 2 3", 1e-6)
     assert not outputs_equal("123456789012345678901", "123456789012345678902", 1e-6)  # ints never fuzzy
-    assert outputs_equal("1.0000001", "1", 1e-6) and not outputs_equal("1.0000001", "1", 0.0)
+    # an expected integer token is exact (issue 16.6); an expected float token keeps the tolerance
+    assert not outputs_equal("1.0000001", "1", 1e-6) and outputs_equal("1.0000001", "1.0", 1e-6)
+    assert not outputs_equal("1.0000001", "1.0", 0.0)
     assert not outputs_equal("YES", "yes", 1e-6)
-    assert values_equal([1, 2.0000001], [1, 2], 1e-6) and not values_equal([1, 2.1], [1, 2], 1e-6)
+    assert values_equal([1, 2.0000001], [1, 2.0], 1e-6) and not values_equal([1, 2.1], [1, 2.0], 1e-6)
+    assert not values_equal([1, 2.0000001], [1, 2], 1e-6) and values_equal([1, 2.0], [1, 2], 0.0)
     assert values_equal(True, 1, 0.0)  # Python equality, as HumanEval's assert ==
     assert not values_equal("1", 1, 0.0) and not values_equal([1], [1, 2], 0.0)
     assert not values_equal(None, 0, 0.0) and not values_equal(float("nan"), float("nan"), 1e-6)
@@ -236,6 +239,7 @@ def test_unserialisable_and_huge_results(sb):
     p = fn_problem([([], 1)])
     res = sb.run("def f():\n    return object()", p, p.public_tests)
     assert statuses(res) == ["wrong_answer"] and res.verdicts[0].actual.startswith("<object object")
+    assert res.verdicts[0].actual.endswith(" (type object)")
     res = sb.run("def f():\n    x = []\n    x.append(x)\n    return x", p, p.public_tests)
     assert statuses(res) == ["runtime_error"] and "serialised" in res.verdicts[0].error
     res = sb.run("def f():\n    return 'x' * 10_000_000", p, p.public_tests)

@@ -28,14 +28,21 @@ no-new-privileges, death with the server, only its own fds, a scrubbed environme
 
 Comparison (our choices, documented in the README):
 
-- functional: Python equality on the decoded values, tuples compared as lists, floats (anywhere inside)
-  within ``float_tol`` (relative or absolute); ``True == 1`` as in Python (HumanEval's ``assert ==``).
-- stdin: whitespace-separated tokens; integer tokens exactly, other numeric tokens within ``float_tol``
-  (0 = exact text); trailing whitespace and newlines never matter.
+- functional: Python equality on the decoded values, tuples compared as lists; where the expected value
+  is a float (anywhere inside), a number within ``float_tol`` (relative or absolute) is accepted; an
+  expected int or bool compares exactly (``True == 1`` and ``7.0 == 7`` as in Python and HumanEval's
+  ``assert ==``, but ``1.0000009 != True``).
+- stdin: tokens separated by any Unicode whitespace (``str.split``); an expected integer token needs the
+  same integer (leading zeros and ``+`` ignored) or a decimal of exactly that value (``7.0``, as
+  LiveCodeBench's Decimal comparison); other numeric tokens within ``float_tol`` (0 = exact text); only
+  ASCII digits are numbers (full-width or Arabic-Indic digits are text); trailing whitespace never matters.
+- judging never raises: whatever goes wrong while reading or comparing a result becomes that test's
+  verdict, so one sampled program cannot crash a training or evaluation run.
 """
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import logging
 import math
 import os
@@ -126,28 +133,45 @@ class SandboxError(RuntimeError):
 _NUM = (bool, int, float)
 
 
-def values_equal(a: Any, b: Any, tol: float, _depth: int = 0) -> bool:
-    """Equality of two decoded values (only builtin types and :class:`harness.Opaque`)."""
+def _float_close(a: float | int, b: float | int, tol: float) -> bool:
+    """``a`` within ``tol`` of ``b`` (relative or absolute); never raises (an int too large for a float
+    is compared exactly)."""
+    try:
+        return a == b or math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+    except (OverflowError, TypeError, ValueError):
+        return a == b
+
+
+def values_equal(actual: Any, expected: Any, tol: float, _depth: int = 0) -> bool:
+    """Equality of two decoded values (only builtin types and :class:`harness.Opaque`). Numbers: an
+    expected ``int``/``bool`` compares exactly (Python ``==``: ``1000000.0`` equals ``1000000``, a close
+    float does not); an expected ``float`` accepts anything numeric within ``tol``. Never raises."""
     if _depth > 400:
         return False
-    ta, tb = type(a), type(b)
+    ta, tb = type(actual), type(expected)
     if ta is harness.Opaque or tb is harness.Opaque:
         return False
     if ta in _NUM and tb in _NUM:
-        if (ta is float or tb is float) and tol > 0:
-            return a == b or math.isclose(a, b, rel_tol=tol, abs_tol=tol)
-        return a == b
+        if tb is float and tol > 0:
+            return _float_close(actual, expected, tol)
+        return actual == expected
     if ta is list and tb is list:
-        return len(a) == len(b) and all(values_equal(x, y, tol, _depth + 1) for x, y in zip(a, b))
+        return len(actual) == len(expected) and all(
+            values_equal(x, y, tol, _depth + 1) for x, y in zip(actual, expected))
     if ta is dict and tb is dict:
-        return a.keys() == b.keys() and all(values_equal(a[k], b[k], tol, _depth + 1) for k in a)
+        return actual.keys() == expected.keys() and all(
+            values_equal(actual[k], expected[k], tol, _depth + 1) for k in expected)
     if ta in (str, type(None), frozenset, set) and tb in (str, type(None), frozenset, set):
-        return a == b
+        return actual == expected
     return False
 
 
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan|infinity)", re.IGNORECASE)
+# Numbers in stdin output are ASCII only (a judge reads them with scanf/atoi); other Unicode digits
+# (full-width, Arabic-Indic) are text and must match exactly. Decimal() would accept them: see README.
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan|infinity)",
+                    re.IGNORECASE | re.ASCII)
+_EXACT_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,6})?", re.ASCII)
 
 
 def _int_key(tok: str) -> str:
@@ -156,22 +180,37 @@ def _int_key(tok: str) -> str:
     return "0" if digits == "0" else sign + digits
 
 
-def _tokens_equal(x: str, y: str, tol: float) -> bool:
-    if x == y:
+def _same_number(x: str, y: str) -> bool:
+    """Exact numeric equality of two decimal tokens (``1000000.0`` == ``1000000``; ``9e-7`` != ``0``);
+    exponents are bounded so that a hostile ``1e999999999`` cannot make Decimal arithmetic explode."""
+    if not (_EXACT_FLOAT.fullmatch(x) and _EXACT_FLOAT.fullmatch(y)):
+        return False
+    try:
+        return decimal.Decimal(x) == decimal.Decimal(y)
+    except (decimal.DecimalException, ValueError):
+        return False
+
+
+def _tokens_equal(actual: str, expected: str, tol: float) -> bool:
+    if actual == expected:
         return True
-    if _INT.fullmatch(x) and _INT.fullmatch(y):
-        return _int_key(x) == _int_key(y)
-    if tol > 0 and _FLOAT.fullmatch(x) and _FLOAT.fullmatch(y):
+    if _INT.fullmatch(expected):
+        # an integer token compares exactly: as an integer, or as a decimal with the same value (1e6, 7.0)
+        if _INT.fullmatch(actual):
+            return _int_key(actual) == _int_key(expected)
+        return _same_number(actual, expected)
+    if tol > 0 and _FLOAT.fullmatch(actual) and _FLOAT.fullmatch(expected):
         try:
-            fx, fy = float(x), float(y)
+            fx, fy = float(actual), float(expected)
         except (ValueError, OverflowError):
             return False
-        return fx == fy or math.isclose(fx, fy, rel_tol=tol, abs_tol=tol)
+        return _float_close(fx, fy, tol)
     return False
 
 
 def outputs_equal(actual: str, expected: str, tol: float) -> bool:
-    """stdin problems: token-wise comparison (whitespace, blank lines and trailing newlines ignored)."""
+    """stdin problems: token-wise comparison; tokens are separated by any Unicode whitespace (as
+    ``str.split``: NBSP, U+2029 included), so blank lines and trailing newlines never matter."""
     a, e = actual.split(), str(expected).split()
     return len(a) == len(e) and all(_tokens_equal(x, y, tol) for x, y in zip(a, e))
 
@@ -211,7 +250,35 @@ _KIND_STATUS: dict[str, Status] = {"error": "runtime_error", "timeout": "timeout
                                    "olimit": "output_limit"}
 
 
+def _type_name(v: Any) -> str:
+    if type(v) is harness.Opaque:
+        return v.type_name
+    return {frozenset: "set", tuple: "list"}.get(type(v), type(v).__name__)
+
+
+def _actual_text(actual: Any, expected: Any) -> str:
+    """The value as the judge saw it; with its type where the types differ (an object whose ``__repr__``
+    says "4" must not read like the expected 4)."""
+    text = _trim(_safe_repr(actual))
+    ta, te = _type_name(actual), _type_name(expected)
+    if ta != te and not (ta in ("int", "float") and te in ("int", "float")):
+        text += f" (type {ta})"
+    return text
+
+
 def _verdict(problem: Problem, test: TestCase, msg: dict, tol: float) -> TestVerdict:
+    """Verdict of one result frame; never raises (an unexpected failure while judging is a verdict)."""
+    try:
+        return _judge(problem, test, msg, tol)
+    except Exception as e:  # noqa: BLE001 - one program must never crash the caller
+        try:
+            return _failure_verdict(problem, test, "runtime_error",
+                                    f"RuntimeError: the result could not be judged ({type(e).__name__})")
+        except Exception:  # noqa: BLE001
+            return TestVerdict("runtime_error", error="RuntimeError: the result could not be judged")
+
+
+def _judge(problem: Problem, test: TestCase, msg: dict, tol: float) -> TestVerdict:
     kind = msg.get("k")
     base = dict(input=_input_text(problem, test), expected=_expected_text(problem, test),
                 time_s=float(msg.get("t") or 0.0))
@@ -224,8 +291,9 @@ def _verdict(problem: Problem, test: TestCase, msg: dict, tol: float) -> TestVer
             actual = harness.decode(harness.loads(str(msg.get("v", ""))))
         except (ValueError, RecursionError, MemoryError):
             return TestVerdict("runtime_error", error="RuntimeError: the result could not be read", **base)
-        ok = values_equal(actual, normalise_expected(test.output), tol)
-        return TestVerdict("passed" if ok else "wrong_answer", actual=_trim(_safe_repr(actual)), **base)
+        expected = normalise_expected(test.output)
+        ok = values_equal(actual, expected, tol)
+        return TestVerdict("passed" if ok else "wrong_answer", actual=_actual_text(actual, expected), **base)
     status = _KIND_STATUS.get(str(kind), "runtime_error")
     error = str(msg.get("e") or "")
     if status == "memory" and not error.startswith("Memory"):
@@ -548,5 +616,6 @@ class Sandbox:
                 caps.append(max(cfg.max_output_bytes, 2 * len(harness.dumps(harness.encode(t.output))) + 1024))
         return {"mode": problem.mode, "program": program, "isolate": cfg.fresh_process_per_test,
                 "max_timeouts": cfg.max_timeouts, "entry": problem.entry_point,
+                "prelude": str(getattr(problem, "prelude", "") or ""),
                 "class_name": (problem.meta or {}).get("class_name"), "tests": tests, "caps": caps,
                 "groups": [g for g, _ in flat], "timeout_s": cfg.timeout_s}

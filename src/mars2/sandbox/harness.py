@@ -72,10 +72,11 @@ def _interpreter_dirs() -> list[str]:
 class Opaque:
     """A value that has no faithful JSON form (custom object, function, ...). Equal to nothing."""
 
-    __slots__ = ("text",)
+    __slots__ = ("text", "type_name")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, type_name: str = "object") -> None:
         self.text = text
+        self.type_name = type_name
 
     def __eq__(self, other: object) -> bool:  # never equal, not even to itself
         return False
@@ -93,7 +94,7 @@ def encode(v: Any, keep_tuples: bool = False, _depth: int = 0) -> Any:
     """Python value → JSON-compatible tree. Containers other than list/str-free data are tagged:
     ``{"$t": [...]}`` tuple (only with ``keep_tuples``; otherwise tuples become lists),
     ``{"$d": [[k, v], ...]}`` dict, ``{"$s": [...]}`` set/frozenset, ``{"$i": "0x.."}`` huge int,
-    ``{"$r": "repr"}`` anything else. Exact type checks, so subclasses cannot smuggle behaviour in."""
+    ``{"$r": ["type name", "repr"]}`` anything else. Exact type checks, so subclasses cannot smuggle behaviour in."""
     if _depth > _MAX_DEPTH:
         raise ValueError("value nested too deeply")
     t = type(v)
@@ -128,7 +129,11 @@ def encode(v: Any, keep_tuples: bool = False, _depth: int = 0) -> Any:
         text = repr(v)
     except BaseException:  # noqa: BLE001 - hostile __repr__
         text = f"<{t.__name__} object>"
-    return {"$r": str(text)[:200]}
+    try:
+        name = str(t.__qualname__)[:100]
+    except BaseException:  # noqa: BLE001 - a metaclass with a hostile __qualname__
+        name = "object"
+    return {"$r": [name, str(text)[:200]]}
 
 
 def _hashable(v: Any) -> Any:
@@ -180,6 +185,8 @@ def decode(tree: Any, keep_tuples: bool = False, _depth: int = 0) -> Any:
                 return Opaque("<malformed int>")
         if tag == "$r" and type(body) is str:
             return Opaque(body)
+        if tag == "$r" and type(body) is list and len(body) == 2 and all(type(x) is str for x in body):
+            return Opaque(body[1], body[0])
     return {k: decode(x, keep_tuples, _depth + 1) for k, x in tree.items()}
 
 
@@ -304,6 +311,7 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
 # ----------------------------------------------------------------------------------------------------
 
 PROGRAM_FILENAME = "<string>"  # what tracebacks show (method.md §6: "trimmed traceback")
+PRELUDE_FILENAME = "<prelude>"
 _TB_CHARS = 3000
 _CORRUPT = "RuntimeError: the program corrupted the result channel"
 
@@ -329,6 +337,7 @@ class _Child:
     def __init__(self, req: dict, proto_fd: int) -> None:
         self.req = req
         self.proto_fd = proto_fd
+        self.prelude: Any = None
 
     def send(self, obj: dict) -> None:
         try:
@@ -337,11 +346,23 @@ class _Child:
             os._exit(0)  # the server stopped listening (killed run); nothing left to do
 
     def compile(self) -> Any:
+        """The program's code object, preceded by the problem's prelude (LiveCodeBench prepends its block
+        of imports as ``prelude + "\n\n" + program``). The prelude is compiled on its own and run first
+        in the same namespace, which is the same thing except that line numbers in tracebacks stay those
+        of the model's program (and a ``from __future__`` import there still works)."""
         try:
-            return builtins.compile(self.req["program"], PROGRAM_FILENAME, "exec", dont_inherit=True)
+            code = builtins.compile(self.req["program"], PROGRAM_FILENAME, "exec", dont_inherit=True)
+            prelude = self.req.get("prelude") or ""
+            self.prelude = builtins.compile(prelude, PRELUDE_FILENAME, "exec", dont_inherit=True) if prelude else None
+            return code
         except BaseException as e:  # noqa: BLE001 - SyntaxError, MemoryError, RecursionError, ValueError
             self.send({"k": "load", "e": _format_exc(e), "mem": isinstance(e, MemoryError)})
             os._exit(0)
+
+    def exec_program(self, code: Any, ns: dict) -> None:
+        if self.prelude is not None:
+            exec(self.prelude, ns)
+        exec(code, ns)
 
     # functional: load once, then call the entry point for every remaining test ------------------------
     def run_functional(self, idxs: list[int]) -> None:
@@ -349,7 +370,7 @@ class _Child:
         mod = types.ModuleType("solution")
         sys.modules["solution"] = mod
         try:
-            exec(code, mod.__dict__)
+            self.exec_program(code, mod.__dict__)
         except BaseException as e:  # noqa: BLE001 - includes SystemExit at top level
             self.send({"k": "load", "e": _format_exc(e), "mem": isinstance(e, MemoryError)})
             os._exit(0)
@@ -434,7 +455,7 @@ class _Child:
         sys.modules["__main__"] = mod
         res: dict = {"k": "end"}
         try:
-            exec(code, mod.__dict__)
+            self.exec_program(code, mod.__dict__)
         except SystemExit as e:
             if e.code is not None and e.code != 0:
                 text = str(e.code) if type(e.code) is int else str(e.code)[:200]
