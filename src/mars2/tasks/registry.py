@@ -28,6 +28,12 @@ def _deepcoder(**kwargs: Any) -> dict[str, list[Problem]]:
     return load_deepcoder(**kwargs)
 
 
+def _verl_code(**kwargs: Any) -> dict[str, list[Problem]]:
+    from mars2.tasks.loaders import load_verl_code
+
+    return load_verl_code(**kwargs)
+
+
 def _humaneval(**kwargs: Any) -> dict[str, list[Problem]]:
     from mars2.tasks.loaders import load_humaneval
 
@@ -38,6 +44,7 @@ TASKS: dict[str, Callable[..., dict[str, list[Problem]]]] = {
     "minicode": _minicode,
     "livecodebench": _livecodebench,
     "deepcoder": _deepcoder,
+    "verl_code": _verl_code,
     "humaneval": _humaneval,
 }
 

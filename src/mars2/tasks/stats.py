@@ -5,8 +5,8 @@ difficulty and execution mode, the test counts, and what the loader read (rows, 
 Plain Python + OmegaConf (no Hydra: the algorithm core stays framework-free): conf/task/<name>.yaml is read
 with OmegaConf, ``paths.*`` are set like train.yaml sets them (``MARS2_DATA_DIR`` etc.), and ``task.<key>=
 <value>`` overrides are applied as an OmegaConf dotlist (values parsed as YAML: ``task.strict=true``).
-A missing file, an unknown task or (with ``task.strict=true``) a malformed row ends with one line on stderr
-and exit code 2.
+A missing, unreadable or empty file (a split with 0 problems), an unknown task, a bad ``task.*`` value or
+(with ``task.strict=true``) a malformed row ends with one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from mars2.tasks.problem import Problem
 
-USAGE = ("usage: python -m mars2.tasks stats task=<minicode|livecodebench|deepcoder|humaneval> "
+USAGE = ("usage: python -m mars2.tasks stats task=<minicode|livecodebench|deepcoder|verl_code|humaneval> "
          "[task.<key>=<value> ...] [--json]")
 
 
