@@ -94,7 +94,7 @@ def test_sweep_grids_are_the_study():
     [
         ([], 1, 0, 1),  # tiny on CPU: one task, no GPU
         (["trainer=gpu"], 1, 1, 1),  # one GPU per process
-        (["model=14b"], 1, 4, 4),  # FSDP devices=auto: the team's GPUs (2 policies x 2)
+        (["model=14b"], 1, 6, 6),  # FSDP devices=auto: the team's GPUs (the whole roster: 3 policies x 2)
         (["model=14b", "paradigm.n_agents=3"], 1, 6, 6),
         (["model=32b", "paradigm=single", "trainer.num_nodes=2"], 2, 4, 4),  # one 32B policy: gpus 4
         (["model=8b", "trainer.devices=8"], 1, 8, 8),

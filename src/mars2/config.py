@@ -63,6 +63,22 @@ def check_t_plus_feedback(search: Mapping[str, Any]) -> None:
             f"search.feedback=t_plus, or with search.gen_discount={{gamma0:0.98,delta:0.02,gamma_min:0.5}}")
 
 
+def team_size(roster: Any, size: Any = None) -> int:
+    """Default size of a heterogeneous team (``paradigm.n_agents`` of conf/paradigm/heterogeneous.yaml):
+    the model's ``team_size`` when it sets one (tiny: 2 of its 3 policies), else its whole roster (14b: 3)."""
+    if size is not None:
+        return int(size)
+    return len(list(roster))
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the config tree uses (``${mars2.team_size:...}``). Called by `mars2.cli` and by
+    the ``hydra_plugins.mars2_resolvers`` module, which Hydra imports before it composes any config."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("mars2.team_size", team_size, replace=True)
+
+
 def validate_config(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first problem found. ``cfg`` is the resolved train config as a dict."""
     _choice(cfg, "paradigm.name", PARADIGMS)
@@ -104,6 +120,14 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _int(cfg, "rl.train_batch_size")
     _choice(cfg, "rollout.backend", BACKENDS)
     _int(cfg, "rollout.max_new_tokens")
+    rl = _get(cfg, "rl")
+    if rl.get("overlong", True) and isinstance(rl.get("overlong_buffer"), int):
+        buf, max_new = rl["overlong_buffer"], cfg["rollout"]["max_new_tokens"]
+        if buf > max_new:
+            raise ConfigError(
+                f"`rl.overlong_buffer`={buf} exceeds `rollout.max_new_tokens`={max_new} (the DAPO overlong buffer "
+                f"is the last part of the generation budget): lower rl.overlong_buffer (model.generation."
+                f"overlong_buffer) or raise model.generation.max_new_tokens, or set rl.overlong=false")
     _float(cfg, "rollout.temperature", 0.0)
     _float(cfg, "rollout.top_p", 0.0, 1.0)
     _int(cfg, "rounds", minimum=0)

@@ -49,3 +49,31 @@ def check_real_scale(cfg: Mapping[str, Any], policy_ids: Sequence[str]) -> list[
     if cfg["rollout"]["backend"] == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append("rollout=vllm needs the optional extra: pip install -e '.[vllm]'")
     return problems
+
+
+def cuda_device_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # pragma: no cover - torch import problems are reported elsewhere
+        return 0
+
+
+def check_trainer(trainer: Mapping[str, Any], n_gpus: int | None = None) -> list[str]:
+    """Problems of the `trainer` group on this machine (any model scale): a GPU trainer (trainer=gpu/fsdp,
+    or ``accelerator: gpu``) where no CUDA device is visible, or more ``devices`` than visible GPUs.
+    Lightning would otherwise stop with a traceback after the models have loaded."""
+    accel = str(trainer.get("accelerator") or "").lower()
+    if accel not in ("gpu", "cuda"):
+        return []
+    have = cuda_device_count() if n_gpus is None else n_gpus
+    strategy = (trainer.get("strategy") or {}).get("_target_", "") if isinstance(trainer.get("strategy"), Mapping) else ""
+    kind = "FSDP" if "FSDP" in str(strategy) else "GPU"
+    if have == 0:
+        return [f"the {kind} trainer needs CUDA GPUs and none is visible on this machine; on CPU use trainer=cpu "
+                "(or trainer=ddp to test the distributed wiring)"]
+    devices = trainer.get("devices")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > have:
+        return [f"trainer.devices={devices} but {have} GPU(s) visible"]
+    return []

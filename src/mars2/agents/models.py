@@ -153,6 +153,18 @@ def _load_real(spec: PolicySpec, tokenizer=None):
     return model, tokenizer
 
 
+def ensure_pad_token(tokenizer, policy_id: str = "?"):
+    """Many base checkpoints (Llama-3 style) define no pad token: use the eos token, as HF users do (padding
+    is masked everywhere: left-padded prompts, right-padded training batches). Without either token: a
+    ValueError naming the policy."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"policy {policy_id}: its tokenizer has neither a pad nor an eos token; "
+                             "set one in its tokenizer_config.json")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in model.parameters())

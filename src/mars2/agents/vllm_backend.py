@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -119,6 +120,8 @@ class VLLMBackend:
         per_request_seed: bool | None = None,
         export_dir: str | Path | None = None,
         engine_kwargs: Mapping[str, Any] | None = None,
+        devices: Mapping[str, Sequence[int]] | None = None,
+        engines_here: bool = True,
     ) -> None:
         if set(models) != set(tokenizers):
             raise ValueError(f"VLLMBackend: models and tokenizers must have the same policy ids; "
@@ -127,7 +130,6 @@ class VLLMBackend:
             raise ValueError(f"VLLMBackend: weight_sync must be 'lazy' or 'eager', got {weight_sync!r}")
         if max_batch_size < 1 or max_new_tokens < 1:
             raise ValueError("VLLMBackend: max_batch_size and max_new_tokens must be >= 1")
-        self.vllm = import_vllm()
         self.models = dict(models)
         self.tokenizers = dict(tokenizers)
         self.max_new_tokens = int(max_new_tokens)
@@ -148,11 +150,34 @@ class VLLMBackend:
         self.syncs: dict[str, int] = {pid: 0 for pid in self.models}  # weight syncs done, per policy
         self._dirty: set[str] = set()
         self._versions: dict[str, int] = {}
-        self._own_export = export_dir is None
-        self.export_dir = Path(export_dir) if export_dir is not None else Path(tempfile.mkdtemp(prefix="mars2-vllm-"))
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
         self.engines: dict[str, Any] = {}
         self.eos: dict[str, list[int]] = {}
+        self.devices: dict[str, list[int]] = {pid: [int(d) for d in ds] for pid, ds in (devices or {}).items()}
+        # Distributed training: the rollout runs on global rank 0, so only there are engines built (and
+        # weights exported); elsewhere the backend only takes part in eager weight syncs (`on_policy_updated`).
+        self.engines_here = bool(engines_here)
+        self._own_export = export_dir is None
+        self.export_dir: Path | None = Path(export_dir) if export_dir is not None else None
+        if not self.engines_here:
+            self.vllm = None
+            return
+        if self.devices and self.in_process and any(ds != [0] for ds in self.devices.values()):
+            raise SetupError(
+                "VLLM_ENABLE_V1_MULTIPROCESSING=0 runs every engine inside this process, on its first GPU: "
+                f"the per-policy placement {self.devices} needs the default multi-process engines (unset it)")
+        self.vllm = import_vllm()
+        if self.export_dir is None:
+            self.export_dir = Path(tempfile.mkdtemp(prefix="mars2-vllm-"))
+        try:
+            self._start_engines(model_paths, tensor_parallel_size, gpu_memory_utilization, dtype, max_model_len,
+                                enforce_eager, kv_cache_memory_bytes, engine_kwargs, on_cpu)
+        except BaseException:
+            self.close()  # engines started so far and the exported weights
+            raise
+
+    def _start_engines(self, model_paths, tensor_parallel_size, gpu_memory_utilization, dtype, max_model_len,
+                       enforce_eager, kv_cache_memory_bytes, engine_kwargs, on_cpu) -> None:
         for pid, model in self.models.items():
             path = (model_paths or {}).get(pid)
             if not path:
@@ -172,8 +197,14 @@ class VLLMBackend:
             elif on_cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
                 kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
             kwargs.update(engine_kwargs or {})
-            log.info("vllm: starting the engine of policy %s from %s (tp=%s)", pid, path, tp)
-            self.engines[pid] = self.vllm.LLM(**kwargs)
+            devs = self.devices.get(pid)
+            if devs is not None and len(devs) != int(tp):
+                raise SetupError(f"policy {pid}: its engine is placed on {len(devs)} GPU(s) {devs} but "
+                                 f"tensor_parallel_size={tp}; set rollout.tensor_parallel_size=null (the policy's gpus)")
+            log.info("vllm: starting the engine of policy %s from %s (tp=%s, GPUs %s)", pid, path, tp,
+                     devs if devs is not None else "all visible")
+            with visible_devices(devs):
+                self.engines[pid] = self.vllm.LLM(**kwargs)
             self.eos[pid] = sorted(eos_ids(model, self.tokenizers[pid]))
             self._versions[pid] = params_version(model)
 
@@ -189,6 +220,8 @@ class VLLMBackend:
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         self.calls += 1
         out: list[Generation | None] = [None] * len(requests)
+        if not self.engines_here:
+            raise RuntimeError("VLLMBackend: this rank has no engines (generation runs on global rank 0)")
         by_policy = group_by_policy(requests, self.engines, "VLLMBackend")
         for pid, idxs in by_policy.items():
             self.maybe_sync(pid)
@@ -224,6 +257,12 @@ class VLLMBackend:
         """Hook for `MarsModule.on_policy_updated`, called after each optimiser step of ``policy_id``.
         ``lazy`` (default) marks the engine stale and syncs once before its next generation (several steps in
         a round cost one transfer); ``eager`` syncs now."""
+        if not self.engines_here:
+            # Not the rollout rank: no engine here, but an eager sync gathers the full weights (a collective
+            # under FSDP), so every rank takes part in it at the same step.
+            if self.weight_sync == "eager" and module is not None:
+                full_state_dict(module)
+            return
         if policy_id not in self.engines:
             return
         if module is not None:
@@ -279,8 +318,29 @@ class VLLMBackend:
                     pass
         self.engines.clear()
         gc.collect()
-        if self._own_export:
+        if self._own_export and self.export_dir is not None:
             shutil.rmtree(self.export_dir, ignore_errors=True)
+
+
+@contextmanager
+def visible_devices(indices: Sequence[int] | None):
+    """``CUDA_VISIBLE_DEVICES`` = this process's devices ``indices`` while an engine starts (its engine core
+    and tensor-parallel workers are child processes: they keep the devices they were started with); restored
+    afterwards. ``None``: unchanged."""
+    if indices is None:
+        yield
+        return
+    from mars2.agents.placement import visible_device_ids
+
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible_device_ids(list(indices), old)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
 def _per_policy(value: Any, pid: str) -> Any:

