@@ -169,7 +169,14 @@ def test_backpropagation_numbers_with_real_posteriors():
 # ---- selection mechanics with a deterministic "generator" ------------------------------------------------------
 class MeanRng:
     """Stands in for np.random.Generator: every draw returns the distribution's centre, so Thompson sampling
-    becomes 'compare posterior means' and the selection logic can be checked exactly."""
+    becomes 'compare posterior means' and the selection logic can be checked exactly; ``random()`` (the T+
+    discount's uniform draw) returns ``u``."""
+
+    def __init__(self, u: float = 0.5):
+        self.u = u
+
+    def random(self):
+        return self.u
 
     def gamma(self, shape):
         return 1.0
@@ -191,8 +198,8 @@ def test_gen_discount_values():
 
 
 def test_gen_discount_flips_gen_to_cont():
-    def build(discount):
-        s = ABMCTSSearch(Tree("p"), 1, MeanRng(), posterior="beta", gen_discount=discount)
+    def build(discount, u=0.5):
+        s = ABMCTSSearch(Tree("p"), 1, MeanRng(u), posterior="beta", gen_discount=discount)
         s.commit(s.propose(), new_node(0.6))  # root child 1 (GEN count at root = 1)
         s.commit(Expansion(1, 0), new_node(0.5))  # child of 1: root CONT gets 0.5
         return s
@@ -200,10 +207,115 @@ def test_gen_discount_flips_gen_to_cont():
     # root GEN ~ Beta(1.1, 0.9): mean 0.55; CONT ~ Beta(1.0, 1.0): mean 0.5
     s = build(None)
     assert s.propose() == Expansion(0, 0)  # 0.55 ≥ 0.5 → GEN at the root
-    s = build(GenDiscount(0.8, 0.0, 0.5))  # ω = 0.8^1 → 0.44 < 0.5 → CONT → child 1 (the only child);
-    # at node 1: GEN Beta(1, 1) vs CONT prior Beta(.5, .5), both mean 0.5, ω = 0.8^0 = 1 → tie → GEN at 1
+    # probability form, ω = 0.8^1: GEN won the comparison, then u = 0.5 < 0.8 → the widening stands
+    assert build(GenDiscount(0.8, 0.0, 0.5)).propose() == Expansion(0, 0)
+    # u = 0.9 ≥ 0.8 → no widening → CONT → child 1 (the only child); at node 1: GEN Beta(1, 1) vs CONT prior
+    # Beta(.5, .5), both mean 0.5, ω = 0.8^0 = 1 (no uniform draw) → tie → GEN at 1
+    s = build(GenDiscount(0.8, 0.0, 0.5), u=0.9)
     e = s.propose()
     assert e == Expansion(1, 0) and s.gen_counts == {0: 1, 1: 1}
+    # product form (the earlier reading): 0.8 · 0.55 = 0.44 < 0.5 → CONT → node 1 → GEN there, whatever u
+    s = build(GenDiscount(0.8, 0.0, 0.5, form="product"), u=0.0)
+    assert s.propose() == Expansion(1, 0)
+
+
+# ---- T+ discount at every score scale (issue 17.3) -------------------------------------------------------------
+def discount_tree(scores_root: list[float], scores_below: list[float], posterior="gaussian", discount=None):
+    """Root with len(scores_root) children (node 1 first); node 1 has len(scores_below) children, so the
+    root's CONT has data. gen_counts = children counts (what proposing them would have recorded)."""
+    s = ABMCTSSearch(Tree("p"), 1, np.random.default_rng(0), posterior=posterior, gen_discount=discount)
+    s.commit(Expansion(0, 0), new_node(scores_root[0]))
+    for x in scores_below:
+        s.commit(Expansion(1, 0), new_node(x))
+    for x in scores_root[1:]:
+        s.commit(Expansion(0, 0), new_node(x))
+    s.gen_counts = {n.id: len(n.children) for n in s.tree.nodes if n.children}
+    return s
+
+
+def p_widen_at_root(s: ABMCTSSearch, n: int, seed: int = 1) -> float:
+    s.rng = np.random.default_rng(seed)
+    st, root = s.states[0], s.tree.nodes[0]
+    return float(np.mean([s._widen(root, st.gen, st.cont) for _ in range(n)]))
+
+
+TREES = {  # 20 children of the root (ω = 0.98^20 = 0.6676 at depth 0), 5 grandchildren under node 1
+    "all_zero": ([0.0] * 20, [0.0] * 5),
+    "all_one": ([1.0] * 20, [1.0] * 5),
+    "mixed": ([0.0, 1.0, 0.5, 0.25] * 5, [1.0, 0.0, 0.5, 0.75, 0.25]),
+}
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "beta"])
+@pytest.mark.parametrize("tree", sorted(TREES))
+def test_probability_discount_cuts_p_widen_by_omega_at_every_score_scale(tree, posterior):
+    """P(widen) with the discount = ω · P(widen) without it, on all-zero, all-one and mixed trees alike
+    (ω = 0.98^20 = 0.66761 at the root after 20 GEN choices): the same draws decide GEN vs CONT, then a
+    GEN win stands iff u < ω, so the discounted widenings are a subset of the plain ones."""
+    n = 20_000
+    plain = p_widen_at_root(discount_tree(*TREES[tree], posterior), n)
+    s = discount_tree(*TREES[tree], posterior, GenDiscount())
+    omega = 0.98 ** 20
+    assert s.gen_discount.omega(0, s.gen_counts[0]) == pytest.approx(0.6676079717550946)
+    disc = p_widen_at_root(s, n)
+    expect = omega * plain
+    se = np.sqrt(expect * (1 - expect) / n)
+    assert abs(disc - expect) < 5 * se + 1e-3, (tree, plain, disc, expect)
+    assert disc < plain - 0.05  # the intended direction, by a margin, in every tree
+    # a stronger discount widens less again (monotone in ω)
+    s.gen_counts[0] = 40
+    assert p_widen_at_root(s, n) < disc - 0.05
+
+
+def test_product_discount_is_inert_on_all_zero_trees():
+    """Why the product form was replaced (issue 17 numbers): on an all-zero tree ω·draw leaves P(widen) near
+    0.5 — while it cuts P(widen) hard on an all-one tree."""
+    n = 20_000
+    zero = TREES["all_zero"]
+    plain = p_widen_at_root(discount_tree(*zero), n)
+    prod = p_widen_at_root(discount_tree(*zero, discount=GenDiscount(form="product")), n)
+    assert abs(plain - 0.5) < 0.03 and abs(prod - plain) < 0.03
+    one = TREES["all_one"]
+    assert p_widen_at_root(discount_tree(*one, discount=GenDiscount(form="product")), n) < 0.5 * p_widen_at_root(
+        discount_tree(*one), n)
+
+
+def test_probability_discount_draw_order_and_no_draw_when_omega_is_one():
+    """The uniform draw comes after GEN and CONT, and only if GEN won and ω < 1."""
+    s = discount_tree(*TREES["mixed"], discount=GenDiscount())
+    root, st = s.tree.nodes[0], s.states[0]
+    for seed in range(50):
+        s.rng = np.random.default_rng(seed)
+        ref = np.random.default_rng(seed)
+        won = st.gen.sample(ref) >= st.cont.sample(ref)
+        expect = won and ref.random() < 0.98 ** 20
+        assert s._widen(root, st.gen, st.cont) == expect
+        assert s.rng.bit_generator.state == ref.bit_generator.state
+    s.gen_counts[0] = 0  # ω = 1: same decisions and draws as without the discount
+    plain = discount_tree(*TREES["mixed"])
+    for seed in range(50):
+        s.rng, plain.rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert s._widen(root, st.gen, st.cont) == plain._widen(plain.tree.nodes[0], plain.states[0].gen,
+                                                                plain.states[0].cont)
+        assert s.rng.bit_generator.state == plain.rng.bit_generator.state
+
+
+def test_t_plus_goes_deeper_on_an_all_zero_problem():
+    """End to end: every node scores 0 (an unsolved problem), 40 nodes, 60 seeds. With the probability-form
+    discount the root is narrower and the tree deeper than with plain AB-MCTS-A (measured over 200 seeds:
+    root width 20.7 → 17.4, mean depth 1.585 → 1.713, SE 0.009; the product form: 20.2 and 1.600)."""
+    def shape_stats(discount):
+        width, depth = [], []
+        for seed in range(60):
+            s = ABMCTSSearch(Tree("p"), 1, np.random.default_rng(seed), gen_discount=discount, budget=40)
+            while not s.done:
+                s.step(lambda e: new_node(0.0))
+            width.append(len(s.tree.root.children))
+            depth.append(np.mean([n.depth for n in s.tree.real_nodes()]))
+        return float(np.mean(width)), float(np.mean(depth))
+
+    (w0, d0), (w1, d1) = shape_stats(None), shape_stats(GenDiscount())
+    assert w1 < w0 - 1.5 and d1 > d0 + 0.06, (w0, d0, w1, d1)
 
 
 def test_cont_descends_to_best_child_and_gen_ties_go_to_gen():
@@ -247,9 +359,12 @@ def test_sequential_shape_and_round_robin():
 # ---- config ---------------------------------------------------------------------------------------------------
 def test_search_config_validation_and_t_plus():
     c = SearchConfig(mode="t_plus")
-    assert c.feedback == "t_plus" and c.gen_discount == {"gamma0": 0.98, "delta": 0.02, "gamma_min": 0.5}
+    assert c.feedback == "t_plus" and c.gen_discount == {"gamma0": 0.98, "delta": 0.02, "gamma_min": 0.5,
+                                                         "form": "probability"}
     assert c.discount() == GenDiscount() and c.tree_mode == "ab_mcts"
-    assert SearchConfig(gen_discount={"gamma0": 0.9}).gen_discount == {"gamma0": 0.9, "delta": 0.02, "gamma_min": 0.5}
+    assert SearchConfig(gen_discount={"gamma0": 0.9}).gen_discount == {"gamma0": 0.9, "delta": 0.02, "gamma_min": 0.5,
+                                                                       "form": "probability"}
+    assert SearchConfig(gen_discount={"form": "product"}).discount() == GenDiscount(form="product")
     assert SearchConfig(mode="iid", gen_discount={"gamma0": 0.9}).discount() is None
     bad = [
         ({"mode": "mcts"}, "mode"), ({"budget": 0}, "budget"), ({"posterior": "normal"}, "posterior"),
@@ -257,6 +372,9 @@ def test_search_config_validation_and_t_plus():
         ({"gen_discount": {"gamma": 0.9}}, "gen_discount"), ({"gen_discount": {"gamma0": 1.5}}, "gamma0"),
         ({"posterior": "beta", "prior_mean": 1.0}, "prior_mean"), ({"feedback_max_chars": 0}, "feedback_max_chars"),
         ({"include_statement": "yes"}, "include_statement"), ({"prior_mean_scope": "x"}, "prior_mean_scope"),
+        ({"gen_discount": {"form": "sum"}}, "gen_discount.form"), ({"parallel": 0}, "parallel"),
+        ({"parallel": 2.5}, "parallel"), ({"parallel": True}, "parallel"), ({"parallel_rule": "x"}, "parallel_rule"),
+        ({"mode": "sequential", "parallel": 2}, "parallel"),
     ]
     for kw, field in bad:
         with pytest.raises(ValueError, match=field):

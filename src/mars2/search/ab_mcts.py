@@ -9,10 +9,21 @@ The interface is split so that many trees can advance together with one batched 
 - :meth:`TreeSearch.step` — propose + generate + commit for a single tree (treequest's ``step()``).
 
 Order of random draws (all from the tree's own generator, so a seed fixes the whole search): at each
-visited node with child posteriors, one GEN draw, then one CONT draw, then — if CONT wins — one draw per
+visited node with child posteriors, one GEN draw, then one CONT draw, then — with the T+ discount in its
+default ``probability`` form, only if GEN won and ω < 1 — one uniform draw; then, if CONT wins, one draw per
 child in creation order; finally one draw per agent (none with a single agent). Ties go to GEN, then to the
 earliest child / lowest agent id (TreeQuest's tie rules). Unlike TreeQuest we do not draw GEN/CONT where the
 outcome is forced (empty root, leaf): the distribution of the search is the same, fewer draws are spent.
+
+**Pending expansions** (``search.parallel=k``, issue 21; our extension — the method expands one node at a
+time): a caller may :meth:`~TreeSearch.propose` up to k expansions of one tree before committing any of them
+(ask/tell). With nothing pending — always the case at k=1 — selection is exactly the above, draw for draw.
+With proposals pending, the default ``virtual_loss`` rule makes selection see every pending expansion as if
+it had already come back with score 0 (the worst score): its parent's GEN posterior, the CONT and child
+posteriors along its path, and its agent's arm each get one virtual observation 0 (on copies; the real
+posteriors are never touched), so the next proposal is pushed away from places that already have work
+pending. Committing the expansion removes its virtual observations and backpropagates the real score.
+``independent`` is TreeQuest's ``ask_batch``: k proposals drawn independently from the same posteriors.
 """
 from __future__ import annotations
 
@@ -25,14 +36,22 @@ from mars2.search.posteriors import Posterior, make_posterior
 from mars2.search.tree import ROOT_ID, Node, Tree
 
 
+VIRTUAL_SCORE = 0.0  # the score a pending expansion is assumed to get under the virtual-loss rule
+PARALLEL_RULES = ("virtual_loss", "independent")
+DISCOUNT_FORMS = ("probability", "product")
+
+
 @dataclass(frozen=True)
 class Expansion:
     """A pending expansion: agent ``agent_id`` writes a new child of node ``parent_id``.
 
-    A child of the root is a fresh solution; any other child is a refinement of its parent (§1)."""
+    A child of the root is a fresh solution; any other child is a refinement of its parent (§1).
+    ``ticket`` identifies a proposal (``propose`` numbers them 0, 1, 2, … per tree); it does not take part
+    in equality. A hand-made expansion (ticket −1) inserts a node directly (used by replay)."""
 
     parent_id: int
     agent_id: int
+    ticket: int = field(default=-1, compare=False)
 
     @property
     def fresh(self) -> bool:
@@ -42,18 +61,39 @@ class Expansion:
 @dataclass(frozen=True)
 class GenDiscount:
     """T+ depth-guided GEN discount (method.md §6.2, schedule = our choice): at a node of depth d whose GEN
-    option has already been chosen c times, the GEN draw is multiplied by ω = γ(d)^c with
-    γ(d) = max(γ_min, γ0 − δ·d)."""
+    option has already been chosen c times, ω = γ(d)^c with γ(d) = max(γ_min, γ0 − δ·d).
+
+    ``form`` says where ω acts:
+
+    - ``probability`` (default): ω multiplies the **probability of widening**. GEN and CONT are
+      Thompson-sampled as in plain AB-MCTS-A; if GEN wins, the node is widened only with probability ω
+      (one uniform draw u, widen iff u < ω), otherwise the search descends as if CONT had won. So
+      P(widen) = ω · P(GEN draw ≥ CONT draw) exactly, whatever the score scale or the sign of the draws:
+      each widening of a level makes the next one γ(d) times as likely, at every score level — also in a
+      tree where every score is 0, which is where T+ most needs to go deeper.
+    - ``product``: the GEN draw itself is multiplied by ω before the comparison (the literal reading of
+      §6.2, the behaviour before issue 17). Inert when the draws are centred on 0: with every score 0 the
+      Gaussian GEN and CONT draws are symmetric around 0 and ω·draw keeps P(widen) ≈ 0.5; kept only to
+      reproduce earlier runs.
+    """
 
     gamma0: float = 0.98
     delta: float = 0.02
     gamma_min: float = 0.5
+    form: str = "probability"
+
+    def __post_init__(self) -> None:
+        if self.form not in DISCOUNT_FORMS:
+            raise ValueError(f"GenDiscount.form must be one of {list(DISCOUNT_FORMS)}, got {self.form!r}")
 
     def gamma(self, depth: int) -> float:
         return max(self.gamma_min, self.gamma0 - self.delta * depth)
 
     def omega(self, depth: int, count: int) -> float:
         return self.gamma(depth) ** count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gamma0": self.gamma0, "delta": self.delta, "gamma_min": self.gamma_min, "form": self.form}
 
 
 @dataclass
@@ -81,9 +121,11 @@ class TreeSearch:
 
     ``agent_scores[a]`` lists every score agent ``a`` produced anywhere in this tree (§3).
     ``pending`` counts proposals not yet committed, so the budget holds even if a caller proposes several
-    expansions of one tree before committing them."""
+    expansions of one tree before committing them (``search.parallel=k``). ``max_pending`` is how many
+    proposals the mode can have outstanding at once (None: no limit)."""
 
     mode: str = "base"
+    max_pending: int | None = None
 
     def __init__(self, tree: Tree, n_agents: int, rng: np.random.Generator, budget: int | None = None) -> None:
         if n_agents < 1:
@@ -93,9 +135,18 @@ class TreeSearch:
         self.rng = rng
         self.budget = budget
         self.agent_scores: list[list[float]] = [[] for _ in range(self.n_agents)]
-        self.pending = 0
+        self._pending: dict[int, Expansion] = {}  # ticket → proposal, in proposal order
+        self._next_ticket = 0
 
     # -- budget ---------------------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def pending_expansions(self) -> list[Expansion]:
+        """The proposals not yet committed, oldest first."""
+        return list(self._pending.values())
+
     @property
     def done(self) -> bool:
         return self.budget is not None and len(self.tree) + self.pending >= self.budget
@@ -104,26 +155,48 @@ class TreeSearch:
     def remaining(self) -> int | None:
         return None if self.budget is None else max(0, self.budget - len(self.tree) - self.pending)
 
+    def can_propose(self) -> bool:
+        """Budget left and room for one more outstanding proposal."""
+        return not self.done and (self.max_pending is None or self.pending < self.max_pending)
+
     # -- interface ------------------------------------------------------------------------------------------
     def propose(self) -> Expansion:
         if self.done:
             raise RuntimeError(f"tree {self.tree.problem_id!r} has used its budget of {self.budget} nodes")
         exp = self._select()
-        self.pending += 1
+        exp = Expansion(exp.parent_id, exp.agent_id, ticket=self._next_ticket)
+        self._next_ticket += 1
+        self._pending[exp.ticket] = exp
+        self._on_pending(exp, +1)
         return exp
 
     def commit(self, expansion: Expansion, node: Node) -> Node:
         """Add the scored ``node`` (``node.score`` set) as the child the ``expansion`` asked for, then
-        backpropagate. ``parent_id``/``agent_id`` of the node are taken from the expansion."""
+        backpropagate. ``parent_id``/``agent_id`` of the node are taken from the expansion.
+
+        A proposed expansion can be committed once: committing it again (or one this search never
+        proposed) raises, so no node is ever scored into the tree twice. A hand-made expansion (ticket −1)
+        settles the oldest pending proposal with the same parent and agent, if any, else inserts directly."""
         if not 0 <= expansion.agent_id < self.n_agents:
             raise ValueError(f"agent id {expansion.agent_id} out of range for {self.n_agents} agents")
+        if not 0 <= expansion.parent_id < len(self.tree.nodes):
+            raise ValueError(f"bad parent id {expansion.parent_id}")
         score = float(node.score)
         if not np.isfinite(score):
             raise ValueError(f"node score must be finite, got {node.score}")
+        if expansion.ticket >= 0:
+            if self._pending.get(expansion.ticket) != expansion:
+                raise ValueError(f"tree {self.tree.problem_id!r}: expansion {expansion.ticket} is not pending "
+                                 "(already committed, or proposed by another search)")
+            settled: Expansion | None = expansion
+        else:
+            settled = next((e for e in self._pending.values() if e == expansion), None)
+        if settled is not None:
+            del self._pending[settled.ticket]
+            self._on_pending(settled, -1)
         node.parent_id = expansion.parent_id
         node.agent_id = expansion.agent_id
         self.tree.add(node)
-        self.pending = max(0, self.pending - 1)
         self.agent_scores[expansion.agent_id].append(score)
         self._backpropagate(node, score)
         return node
@@ -136,6 +209,9 @@ class TreeSearch:
     # -- mode-specific --------------------------------------------------------------------------------------
     def _select(self) -> Expansion:
         raise NotImplementedError
+
+    def _on_pending(self, expansion: Expansion, sign: int) -> None:
+        """Called with +1 when ``expansion`` is proposed and −1 when it is committed."""
 
     def _backpropagate(self, node: Node, score: float) -> None:
         pass
@@ -172,12 +248,16 @@ class ABMCTSSearch(TreeSearch):
         prior_mean_scope: str = "agents",
         gen_discount: GenDiscount | None = None,
         budget: int | None = None,
+        parallel_rule: str = "virtual_loss",
     ) -> None:
         super().__init__(tree, n_agents, rng, budget)
+        if parallel_rule not in PARALLEL_RULES:
+            raise ValueError(f"parallel_rule must be one of {list(PARALLEL_RULES)}, got {parallel_rule!r}")
         self.posterior = posterior
         self.prior_mean = prior_mean
         self.prior_mean_scope = prior_mean_scope
         self.gen_discount = gen_discount
+        self.parallel_rule = parallel_rule
         # TreeQuest applies reward_average_prior to the agent (action) arms only; scope "all" extends it.
         self._pm_agents = prior_mean
         self._pm_other = prior_mean if prior_mean_scope == "all" else None
@@ -185,6 +265,13 @@ class ABMCTSSearch(TreeSearch):
         self.agent_arms: list[Posterior] = [self._new_agent_posterior() for _ in range(self.n_agents)]
         self.states: dict[int, ThompsonState] = {}
         self.gen_counts: dict[int, int] = {}
+        # virtual-loss counts of the pending expansions (all zero when nothing is pending): per node id,
+        # pending children of it (→ its GEN), pending expansions strictly below it (→ its CONT) and pending
+        # expansions in its subtree (→ its child posterior at its parent); per agent, its pending expansions
+        self._v_gen: dict[int, int] = {}
+        self._v_cont: dict[int, int] = {}
+        self._v_child: dict[int, int] = {}
+        self._v_agent: list[int] = [0] * self.n_agents
 
     def _new_posterior(self) -> Posterior:
         return make_posterior(self.posterior, self._pm_other)
@@ -205,27 +292,39 @@ class ABMCTSSearch(TreeSearch):
         return st
 
     # -- selection (§3 steps 1–3) ---------------------------------------------------------------------------
+    def _virtual(self, post: Posterior, n: int) -> Posterior:
+        """``post`` plus ``n`` virtual observations of ``VIRTUAL_SCORE`` (a copy; ``post`` itself if n = 0)."""
+        if n == 0:
+            return post
+        post = post.copy()
+        for _ in range(n):
+            post.update(VIRTUAL_SCORE)
+        return post
+
     def _select(self) -> Expansion:
         nodes = self.tree.nodes
         node = nodes[ROOT_ID]
         if not node.children:  # step 1: empty tree → a fresh solution under the root
             return self._generate_at(ROOT_ID)
         rng = self.rng
+        # virtual losses only matter with proposals outstanding (never at parallel=1)
+        vl = self.pending > 0 and self.parallel_rule == "virtual_loss"
         while True:
             st = self.states[node.id]
             if not st.children:  # no child has a posterior yet → GEN
                 return self._generate_at(node.id)
-            g = st.gen.sample(rng)
-            c = st.cont.sample(rng)
-            if self.gen_discount is not None:
-                # §6.2 exactly: multiply the draw. Caveat: a negative Gaussian draw (possible when the GEN
-                # posterior mean is near 0) moves *up* towards 0 under ω < 1; Beta draws are always ≥ 0.
-                g *= self.gen_discount.omega(node.depth, self.gen_counts.get(node.id, 0))
-            if g >= c:  # step 2a: GEN wins (ties to GEN, as TreeQuest)
+            if vl:
+                gen = self._virtual(st.gen, self._v_gen.get(node.id, 0))
+                cont = self._virtual(st.cont, self._v_cont.get(node.id, 0))
+            else:
+                gen, cont = st.gen, st.cont
+            if self._widen(node, gen, cont):  # step 2a: GEN wins
                 return self._generate_at(node.id)
             # step 2b: CONT → Thompson-sample the children, move to the argmax (first max wins)
             best_id, best_v = -1, -np.inf
             for cid, post in st.children.items():
+                if vl:
+                    post = self._virtual(post, self._v_child.get(cid, 0))
                 v = post.sample(rng)
                 if v > best_v:
                     best_id, best_v = cid, v
@@ -233,21 +332,57 @@ class ABMCTSSearch(TreeSearch):
             if not node.children:  # step 2c: a leaf → refine it
                 return self._generate_at(node.id)
 
+    def _widen(self, node: Node, gen: Posterior, cont: Posterior) -> bool:
+        """Step 2a: one GEN draw, one CONT draw; GEN wins ties (TreeQuest). With the T+ discount (§6.2) at
+        ω = γ(depth)^(GEN choices so far): ``probability`` form — a GEN win stands with probability ω (one
+        uniform draw, only when ω < 1); ``product`` form — the GEN draw is multiplied by ω."""
+        rng = self.rng
+        g = gen.sample(rng)
+        c = cont.sample(rng)
+        d = self.gen_discount
+        if d is None:
+            return g >= c
+        w = d.omega(node.depth, self.gen_counts.get(node.id, 0))
+        if d.form == "product":
+            return g * w >= c
+        if g < c:
+            return False
+        return w >= 1.0 or bool(rng.random() < w)
+
     def _generate_at(self, node_id: int) -> Expansion:
         self.gen_counts[node_id] = self.gen_counts.get(node_id, 0) + 1
         return Expansion(node_id, self.choose_agent())
 
     def choose_agent(self) -> int:
-        """§3 step 3: one draw from each agent's tree-global posterior, argmax; one agent → no draw."""
+        """§3 step 3: one draw from each agent's tree-global posterior, argmax; one agent → no draw. Under
+        the virtual-loss rule an agent's pending expansions count as scores 0 in its arm."""
         if self.n_agents == 1:
             return 0
         rng = self.rng
+        vl = self.pending > 0 and self.parallel_rule == "virtual_loss"
         best, best_v = 0, -np.inf
         for a, post in enumerate(self.agent_arms):
+            if vl:
+                post = self._virtual(post, self._v_agent[a])
             v = post.sample(rng)
             if v > best_v:
                 best, best_v = a, v
         return best
+
+    def _on_pending(self, expansion: Expansion, sign: int) -> None:
+        """Add (+1) or remove (−1) the virtual observations of a pending expansion: its parent's GEN, the
+        child posterior of every node on the path from the parent up to the root's child, the CONT of
+        every strict ancestor of the parent, its agent's arm — the places its real score will reach."""
+        p = expansion.parent_id
+        _bump(self._v_gen, p, sign)
+        self._v_agent[expansion.agent_id] += sign
+        nodes = self.tree.nodes
+        u = nodes[p]
+        while u.id != ROOT_ID:
+            assert u.parent_id is not None
+            _bump(self._v_child, u.id, sign)
+            _bump(self._v_cont, u.parent_id, sign)
+            u = nodes[u.parent_id]
 
     # -- backpropagation (§3 step 4) ------------------------------------------------------------------------
     def _backpropagate(self, node: Node, score: float) -> None:
@@ -280,12 +415,19 @@ class ABMCTSSearch(TreeSearch):
             "posterior": self.posterior,
             "prior_mean": self.prior_mean,
             "prior_mean_scope": self.prior_mean_scope,
-            "gen_discount": None if self.gen_discount is None else {
-                "gamma0": self.gen_discount.gamma0, "delta": self.gen_discount.delta,
-                "gamma_min": self.gen_discount.gamma_min},
+            "gen_discount": None if self.gen_discount is None else self.gen_discount.to_dict(),
+            "parallel_rule": self.parallel_rule,
             "gen_counts": {str(k): v for k, v in self.gen_counts.items()},
             # derived from the tree (rebuilt by replay on load); stored for inspection and plotting
             "agent_arms": [p.to_dict() for p in self.agent_arms],
             "thompson_states": {str(k): st.to_dict() for k, st in self.states.items()},
         })
         return d
+
+
+def _bump(counts: dict[int, int], key: int, sign: int) -> None:
+    n = counts.get(key, 0) + sign
+    if n:
+        counts[key] = n
+    else:
+        counts.pop(key, None)

@@ -32,6 +32,7 @@ class SequentialSearch(TreeSearch):
     may be pending at a time."""
 
     mode = "sequential"
+    max_pending = 1
 
     def _select(self) -> Expansion:
         if self.pending:

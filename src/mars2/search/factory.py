@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mars2.search.ab_mcts import ABMCTSSearch, GenDiscount, TreeSearch
+from mars2.search.ab_mcts import DISCOUNT_FORMS, PARALLEL_RULES, ABMCTSSearch, GenDiscount, TreeSearch
 from mars2.search.baselines import IIDSearch, SequentialSearch
 from mars2.search.posteriors import POSTERIOR_KINDS
 from mars2.search.tree import Tree
@@ -22,7 +22,7 @@ MODES = ("ab_mcts", "iid", "sequential", "t_plus")
 SCORES = ("pass_all", "fraction")
 FEEDBACK_STYLES = ("vanilla", "t_plus")
 PRIOR_MEAN_SCOPES = ("agents", "all")
-DEFAULT_GEN_DISCOUNT = {"gamma0": 0.98, "delta": 0.02, "gamma_min": 0.5}
+DEFAULT_GEN_DISCOUNT = {"gamma0": 0.98, "delta": 0.02, "gamma_min": 0.5, "form": "probability"}
 
 SeedLike = int | Sequence[int] | np.random.SeedSequence
 
@@ -42,8 +42,16 @@ class SearchConfig:
     - ``score``: node search score from public tests, ``pass_all`` (1/0) or ``fraction``.
     - ``feedback``: refinement feedback style, ``vanilla`` or ``t_plus``; ``feedback_max_chars`` caps it.
     - ``include_statement``: refinement prompts repeat the problem statement (our choice, default on).
-    - ``gen_discount``: ``None`` or ``{"gamma0", "delta", "gamma_min"}`` (missing keys take the defaults
-      0.98 / 0.02 / 0.5); ignored by ``iid`` and ``sequential``.
+    - ``gen_discount``: ``None`` or ``{"gamma0", "delta", "gamma_min", "form"}`` (missing keys take the
+      defaults 0.98 / 0.02 / 0.5 / ``probability``); ignored by ``iid`` and ``sequential``. ``form``:
+      ``probability`` — ω = γ(d)^c multiplies the probability of widening (acts at every score scale);
+      ``product`` — ω multiplies the GEN draw (the earlier, sign-dependent form). See ``GenDiscount``.
+    - ``parallel`` (issue 21, our extension): up to k expansions per tree are proposed before any is
+      scored; the runner sends up to k requests per tree in each generation batch. 1 (default) is the
+      method's sequential expansion, the same trees draw for draw. ``sequential`` needs 1.
+    - ``parallel_rule``: how pending expansions steer the next proposal: ``virtual_loss`` (each pending
+      expansion counts as a score 0 along its path until it is scored) or ``independent`` (TreeQuest's
+      ``ask_batch``: independent Thompson draws from the same posteriors).
     """
 
     mode: str = "ab_mcts"
@@ -53,9 +61,11 @@ class SearchConfig:
     score: str = "pass_all"
     feedback: str = "vanilla"
     include_statement: bool = True
-    gen_discount: dict[str, float] | None = None
+    gen_discount: dict[str, Any] | None = None
     feedback_max_chars: int = 600
     prior_mean_scope: str = "agents"
+    parallel: int = 1
+    parallel_rule: str = "virtual_loss"
 
     def __post_init__(self) -> None:
         _one_of("mode", self.mode, MODES)
@@ -79,6 +89,14 @@ class SearchConfig:
         if (isinstance(self.feedback_max_chars, bool) or not isinstance(self.feedback_max_chars, (int, np.integer))
                 or self.feedback_max_chars < 1):
             raise ValueError(f"SearchConfig.feedback_max_chars must be an integer >= 1, got {self.feedback_max_chars!r}")
+        if (isinstance(self.parallel, bool) or not isinstance(self.parallel, (int, np.integer))
+                or self.parallel < 1):
+            raise ValueError(f"SearchConfig.parallel must be an integer >= 1, got {self.parallel!r}")
+        self.parallel = int(self.parallel)
+        if self.mode == "sequential" and self.parallel != 1:
+            raise ValueError(f"SearchConfig.parallel must be 1 for mode=sequential (a refinement chain has one "
+                             f"pending node at a time), got {self.parallel}")
+        _one_of("parallel_rule", self.parallel_rule, PARALLEL_RULES)
         if self.mode == "t_plus":
             self.feedback = "t_plus"
             if self.gen_discount is None:
@@ -105,20 +123,25 @@ def _one_of(name: str, value: Any, allowed: Sequence[str]) -> None:
         raise ValueError(f"SearchConfig.{name} must be one of {list(allowed)}, got {value!r}")
 
 
-def _check_discount(gd: Any) -> dict[str, float]:
+def _check_discount(gd: Any) -> dict[str, Any]:
     if not isinstance(gd, Mapping):
         try:
             gd = dict(gd)  # OmegaConf DictConfig and the like
         except (TypeError, ValueError):
             raise ValueError(f"SearchConfig.gen_discount must be null or a mapping "
-                             f"{{gamma0, delta, gamma_min}}, got {gd!r}")
+                             f"{{gamma0, delta, gamma_min, form}}, got {gd!r}")
     unknown = set(gd) - set(DEFAULT_GEN_DISCOUNT)
     if unknown:
         raise ValueError(f"SearchConfig.gen_discount has unknown keys {sorted(unknown)}; "
                          f"allowed: {sorted(DEFAULT_GEN_DISCOUNT)}")
-    out = {}
+    out: dict[str, Any] = {}
     for k, default in DEFAULT_GEN_DISCOUNT.items():
         v = gd.get(k, default)
+        if k == "form":
+            if v not in DISCOUNT_FORMS:
+                raise ValueError(f"SearchConfig.gen_discount.form must be one of {list(DISCOUNT_FORMS)}, got {v!r}")
+            out[k] = v
+            continue
         try:
             out[k] = float(v)
         except (TypeError, ValueError):
@@ -150,6 +173,7 @@ def make_tree_search(
         return ABMCTSSearch(
             tree, n_agents, rng, posterior=cfg.posterior, prior_mean=cfg.prior_mean,
             prior_mean_scope=cfg.prior_mean_scope, gen_discount=cfg.discount(), budget=cfg.budget,
+            parallel_rule=cfg.parallel_rule,
         )
     if mode == "iid":
         return IIDSearch(tree, n_agents, rng, budget=cfg.budget)

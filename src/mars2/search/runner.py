@@ -1,11 +1,12 @@
 """Grow one search tree per problem, many trees at once, with batched generation and scoring (method.md §3
 "Budgets", §1, §2).
 
-Each round: every unfinished tree proposes one expansion; all the prompts go to the generation backend in
-ONE ``generate`` call (this is where rollout speed comes from: per-token overhead dominates small-model
-generation, so batch size is the lever); all the programs go to the scorer in ONE ``evaluate_many`` call
-(the sandbox runs them on its worker pool); then each tree commits its node. Within a tree expansions stay
-sequential, as AB-MCTS requires.
+Each round: every unfinished tree proposes one expansion (``search.parallel=k``: up to k, before any of them
+is scored); all the prompts go to the generation backend in ONE ``generate`` call (this is where rollout
+speed comes from: per-token overhead dominates small-model generation, so batch size is the lever); all the
+programs go to the scorer in ONE ``evaluate_many`` call (the sandbox runs them on its worker pool); then each
+tree commits its nodes in proposal order. At k=1 expansions within a tree stay sequential, as AB-MCTS
+requires; k>1 trades some of the search's information per node for k times fewer rounds.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class SearchRunner:
     ``scorer`` is duck-typed: ``evaluate_many([(problem, program | None), ...]) -> list[Evaluation]`` (the
     real one is ``mars2.sandbox.Sandbox``). After ``run``, ``stats`` holds timings for logging:
     ``generate_s``, ``score_s``, ``overhead_s`` (selection, prompts, extraction, commits), ``wall_s``,
-    ``nodes``, ``generate_calls``, ``batch_mean``, ``batch_max``."""
+    ``nodes``, ``generate_calls`` (= rounds), ``batch_mean``, ``batch_max``, ``parallel`` (k)."""
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class SearchRunner:
         if len(problems) != len(searches):
             raise ValueError(f"{len(problems)} problems but {len(searches)} searches")
         cfg = self.config
+        k = cfg.parallel
         t_start = time.perf_counter()
         gen_s = score_s = 0.0
         calls = nodes = batch_max = 0
@@ -110,9 +112,20 @@ class SearchRunner:
             active = [i for i, s in enumerate(searches) if not s.done]
             if not active:
                 break
-            expansions = [searches[i].propose() for i in active]
+            # up to k proposals per tree, tree by tree (k=1: one per tree, as before)
+            owners: list[int] = []
+            expansions = []
+            for i in active:
+                s = searches[i]
+                for _ in range(k):
+                    if not s.can_propose():
+                        break
+                    owners.append(i)
+                    expansions.append(s.propose())
+            if not expansions:
+                raise RuntimeError("no tree can propose an expansion: some search has uncommitted proposals")
             requests = []
-            for i, exp in zip(active, expansions):
+            for i, exp in zip(owners, expansions):
                 problem, agent = problems[i], self.agents[exp.agent_id]
                 if exp.fresh:
                     messages = fresh_messages(problem, agent)
@@ -128,11 +141,11 @@ class SearchRunner:
                 raise RuntimeError(f"backend returned {len(gens)} generations for {len(requests)} requests")
             programs = [extract_program(g.text) for g in gens]
             t0 = time.perf_counter()
-            evals = self.scorer.evaluate_many([(problems[i], prog) for i, prog in zip(active, programs)])
+            evals = self.scorer.evaluate_many([(problems[i], prog) for i, prog in zip(owners, programs)])
             score_s += time.perf_counter() - t0
             if len(evals) != len(requests):
                 raise RuntimeError(f"scorer returned {len(evals)} evaluations for {len(requests)} programs")
-            for i, exp, gen, prog, ev in zip(active, expansions, gens, programs, evals):
+            for i, exp, gen, prog, ev in zip(owners, expansions, gens, programs, evals):
                 agent = self.agents[exp.agent_id]
                 node = Node(
                     id=-1,  # set by Tree.add
@@ -165,6 +178,7 @@ class SearchRunner:
             "generate_calls": float(calls),
             "batch_mean": nodes / calls if calls else 0.0,
             "batch_max": float(batch_max),
+            "parallel": float(k),
             "generate_s": gen_s,
             "score_s": score_s,
             "overhead_s": wall - gen_s - score_s,

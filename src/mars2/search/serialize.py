@@ -131,7 +131,9 @@ def search_from_dict(d: dict[str, Any]) -> TreeSearch:
         search = ABMCTSSearch(
             tree, st["n_agents"], rng, posterior=st["posterior"], prior_mean=st.get("prior_mean"),
             prior_mean_scope=st.get("prior_mean_scope", "agents"),
-            gen_discount=None if gd is None else GenDiscount(**gd), budget=st.get("budget"),
+            # states saved before the discount had a `form` used the product form: resume them with it
+            gen_discount=None if gd is None else GenDiscount(**{"form": "product", **gd}), budget=st.get("budget"),
+            parallel_rule=st.get("parallel_rule", "virtual_loss"),
         )
     elif mode == "iid":
         search = IIDSearch(tree, st["n_agents"], rng, budget=st.get("budget"))
@@ -145,6 +147,6 @@ def search_from_dict(d: dict[str, Any]) -> TreeSearch:
         search.commit(Expansion(node.parent_id, node.agent_id), node)
     if isinstance(search, ABMCTSSearch):
         search.gen_counts = {int(k): int(v) for k, v in st.get("gen_counts", {}).items()}
-    search.pending = 0
+    assert search.pending == 0
     assert len(search.tree) == len(saved) and search.tree.nodes[ROOT_ID].children == saved.root.children
     return search
