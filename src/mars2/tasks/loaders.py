@@ -276,7 +276,7 @@ def _json_rows(text: str, f: Path, task: str, fmt: str) -> Iterator[tuple[str, A
     else:
         raise _file_error(task, f, f"holds a JSON {type(data).__name__}, not rows; expected {fmt}")
     for i, row in enumerate(rows):
-        yield f"{_stem(f)}:{i}", row
+        yield f"{_stem(f)}:{i + 1}", row
 
 
 def _parses_as_object(line: str) -> bool:
@@ -298,7 +298,7 @@ def _parquet_rows(f: Path, task: str) -> Iterator[tuple[str, Any]]:
         raise _file_error(task, f, f"is not a readable Parquet file ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''})") from None
     for i, row in enumerate(rows):
-        yield f"{_stem(f)}:{i}", row
+        yield f"{_stem(f)}:{i + 1}", row
 
 
 def _iter_rows(path: Path, task: str, fmt: str) -> Iterator[tuple[str, Any]]:

@@ -78,6 +78,8 @@ def split_stats(splits: Mapping[str, Sequence[Problem]]) -> dict[str, dict[str, 
             "hidden_tests_mean": sum(len(p.hidden_tests) for p in probs) / n if n else 0.0,
             "no_public_tests": sum(not p.public_tests for p in probs),
             "no_hidden_tests": sum(not p.hidden_tests for p in probs),
+            "with_prelude": sum(bool(p.prelude) for p in probs),
+            "prelude_lines": max((len(p.prelude.splitlines()) for p in probs), default=0),
         }
     return out
 
@@ -100,6 +102,10 @@ def format_stats(task: str, stats: Mapping[str, Mapping[str, Any]], report_line:
     if fams:
         lines.append("families: " + "; ".join(f"{k} " + " ".join(f"{f}:{n}" for f, n in v.items())
                                              for k, v in fams.items()))
+    pre = sum(s.get("with_prelude", 0) for s in stats.values())
+    if pre:
+        k = max(s.get("prelude_lines", 0) for s in stats.values())
+        lines.append(f"prelude: {pre} of {total} problems run after a {k}-line prelude (task.prelude)")
     warn = [f"{k}: {s['no_public_tests']} without public tests" for k, s in stats.items() if s["no_public_tests"]]
     warn += [f"{k}: {s['no_hidden_tests']} without hidden tests" for k, s in stats.items() if s["no_hidden_tests"]]
     if warn:
