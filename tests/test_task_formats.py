@@ -338,3 +338,15 @@ def test_directory_of_files_reads_all(tmp_path: Path) -> None:
     shutil.copy(FIX / "deepcoder.jsonl", tmp_path / "a.jsonl")
     shutil.copy(FIX / "deepcoder.json", tmp_path / "b.json")
     assert len(load_deepcoder(tmp_path)["train"]) == 10
+
+
+def test_require_split_for_a_run() -> None:
+    from mars2.tasks.registry import require_split
+
+    splits = load_deepcoder(FIX / "deepcoder.json")
+    assert len(require_split("deepcoder", splits, "train")) == 5
+    with pytest.raises(TaskDataError, match=r"^deepcoder: no split 'test' \(this task has: train\)$"):
+        require_split("deepcoder", splits, "test")
+    with pytest.raises(EmptySplitError, match=r"^minicode: split 'test' has 0 problems \(the split is empty\); "
+                                              r"a run cannot use an empty split$"):
+        require_split("minicode", {"test": []}, "test")

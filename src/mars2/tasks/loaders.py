@@ -105,9 +105,10 @@ class TaskDataError(SetupError):
 class EmptySplitError(TaskDataError):
     """A split of a task holds 0 problems (an empty file, or every row skipped / filtered out)."""
 
-    def __init__(self, task: str, split: str, source: str, detail: str) -> None:
+    def __init__(self, task: str, split: str, source: str | None, detail: str) -> None:
         self.task, self.split, self.source = task, split, source
-        super().__init__(f"{task}: split {split!r} has 0 problems ({detail}; file {source}); "
+        where = f"; file {source}" if source else ""
+        super().__init__(f"{task}: split {split!r} has 0 problems ({detail}{where}); "
                          f"a run cannot use an empty split")
 
 

@@ -49,6 +49,18 @@ TASKS: dict[str, Callable[..., dict[str, list[Problem]]]] = {
 }
 
 
+def require_split(name: str, splits: dict[str, list[Problem]], split: str) -> list[Problem]:
+    """The problems of ``split`` for a run that uses it: a split the task does not have, or one with 0
+    problems, raises ``TaskDataError`` / ``EmptySplitError`` (one line; train.py / evaluate.py exit 2)."""
+    from mars2.tasks.loaders import EmptySplitError, TaskDataError
+
+    if split not in splits:
+        raise TaskDataError(f"{name}: no split {split!r} (this task has: {', '.join(splits) or 'none'})")
+    if not splits[split]:
+        raise EmptySplitError(name, split, None, "the split is empty")
+    return splits[split]
+
+
 def load_task(name: str, **kwargs: Any) -> dict[str, list[Problem]]:
     """Load task ``name`` with its keyword arguments; unknown names raise ``ValueError`` listing known ones."""
     try:
