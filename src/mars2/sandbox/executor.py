@@ -34,8 +34,9 @@ Comparison (our choices, documented in the README):
   ``assert ==``, but ``1.0000009 != True``).
 - stdin: tokens separated by any Unicode whitespace (``str.split``); an expected integer token needs the
   same integer (leading zeros and ``+`` ignored) or a decimal of exactly that value (``7.0``, as
-  LiveCodeBench's Decimal comparison); other numeric tokens within ``float_tol`` (0 = exact text); only
-  ASCII digits are numbers (full-width or Arabic-Indic digits are text); trailing whitespace never matters.
+  LiveCodeBench's Decimal comparison); other numeric tokens within ``float_tol`` (0 = exact text); any
+  Unicode decimal digits (full-width, Arabic-Indic) are read by value, as Decimal does in LiveCodeBench;
+  trailing whitespace never matters.
 - judging never raises: whatever goes wrong while reading or comparing a result becomes that test's
   verdict, so one sampled program cannot crash a training or evaluation run.
 """
@@ -53,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -84,7 +86,9 @@ class SandboxConfig:
     """Limits and behaviour of the sandbox (conf/sandbox/*.yaml; method.md §2 for the real-scale values)."""
 
     timeout_s: float = 2.0  # per test case, wall clock (also bounds loading the program)
-    memory_mb: int = 512  # address-space limit of the program (RLIMIT_AS; 0 = none)
+    # Memory of one program run: all its processes together (a memory cgroup of the server's own, limit
+    # memory_mb + 32 MB) where the host gives one, and per process (RLIMIT_AS) always; 0 = none
+    memory_mb: int = 512
     max_output_bytes: int = 1 << 16  # stdout / serialised result cap per test (raised to 2x the expected size)
     workers: int = 2  # programs scored concurrently (one fork server each)
     # "auto": network namespace if the host allows, else one warning; "namespace": required; "off": none
@@ -166,12 +170,18 @@ def values_equal(actual: Any, expected: Any, tol: float, _depth: int = 0) -> boo
     return False
 
 
-# Numbers in stdin output are ASCII only (a judge reads them with scanf/atoi); other Unicode digits
-# (full-width, Arabic-Indic) are text and must match exactly. Decimal() would accept them: see README.
+# Numbers in stdin output: as LiveCodeBench (Decimal), any Unicode decimal digit counts (full-width,
+# Arabic-Indic, ...) and is read as its value; the patterns below run on tokens mapped to ASCII digits.
 _INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan|infinity)",
                     re.IGNORECASE | re.ASCII)
 _EXACT_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,6})?", re.ASCII)
+
+
+def _ascii_digits(tok: str) -> str:
+    if tok.isascii():
+        return tok
+    return "".join(str(unicodedata.decimal(c)) if unicodedata.category(c) == "Nd" else c for c in tok)
 
 
 def _int_key(tok: str) -> str:
@@ -194,6 +204,7 @@ def _same_number(x: str, y: str) -> bool:
 def _tokens_equal(actual: str, expected: str, tol: float) -> bool:
     if actual == expected:
         return True
+    actual, expected = _ascii_digits(actual), _ascii_digits(expected)
     if _INT.fullmatch(expected):
         # an integer token compares exactly: as an integer, or as a decimal with the same value (1e6, 7.0)
         if _INT.fullmatch(actual):
@@ -311,6 +322,22 @@ def _failure_verdict(problem: Problem, test: TestCase, status: Status, error: st
 # One fork server
 # ----------------------------------------------------------------------------------------------------
 
+def _remove_cgroup(path: Any) -> None:
+    """The memory cgroup of a server that is gone (it cannot remove its own when killed). Its children
+    die with it (PDEATHSIG); until they have, the cgroup is busy: a short bounded retry."""
+    if not isinstance(path, str) or "/mars2-sandbox-" not in path:
+        return
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)
+    log.debug("sandbox: could not remove %s (the next server start removes it)", path)
+
+
 class _ServerDied(Exception):
     pass
 
@@ -372,6 +399,7 @@ class _Worker:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        _remove_cgroup(self.iso.get("memory_cgroup"))
 
     def close(self) -> None:
         p = self.proc

@@ -32,7 +32,6 @@ import math
 import os
 import resource
 import select
-import shutil
 import signal
 import stat
 import struct
@@ -306,6 +305,361 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
                         ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
 
 
+CLONE_NEWIPC = 0x08000000
+CLONE_NEW_ANY = 0x00020000 | 0x02000000 | 0x04000000 | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | 0x80
+MNT_DETACH = 2
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# Syscall filter (seccomp-bpf, built by hand: no binding installs into every venv)
+# ----------------------------------------------------------------------------------------------------
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_ALLOW, _RET_KILL_PROCESS, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+# x86_64 numbers (asm/unistd_64.h). Denied with EPERM: kernel attack surface no solution needs, and every
+# channel that is not per run (keyrings) or not covered by the namespaces (vsock via socket families).
+_DENY_X86_64 = {
+    "ptrace": 101, "syslog": 103, "uselib": 134, "personality": 135, "vhangup": 153, "modify_ldt": 154,
+    "pivot_root": 155, "_sysctl": 156, "acct": 163, "mount": 165, "umount2": 166, "swapon": 167,
+    "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173, "init_module": 175, "delete_module": 176,
+    "quotactl": 179, "nfsservctl": 180, "lookup_dcookie": 212, "kexec_load": 246, "add_key": 248,
+    "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298, "fanotify_init": 300,
+    "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320, "bpf": 321,
+    "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442, "quotactl_fd": 443, "statmount": 457,
+    "listmount": 458, "open_tree_attr": 467, "chroot": 161,
+}
+_NR_SOCKET, _NR_SOCKETPAIR, _NR_CLONE, _NR_CLONE3 = 41, 53, 56, 435
+
+
+def seccomp_program(arch: str | None = None) -> bytes | None:
+    """The BPF filter every child installs (None: architecture not supported). In order: any other ABI
+    (i386 ``int 0x80``, x32) kills the process; the syscalls in ``_DENY_X86_64`` fail with EPERM;
+    ``socket``/``socketpair`` only for AF_UNIX, AF_INET, AF_INET6 (AF_VSOCK, netlink, packet, ... get
+    EAFNOSUPPORT); ``clone`` with any CLONE_NEW* flag fails with EPERM; ``clone3`` (flags out of reach of
+    a filter) fails with ENOSYS, so libc falls back to ``clone``; everything else is allowed."""
+    arch = arch or os.uname().machine
+    if arch != "x86_64":
+        return None
+    LD, JEQ, JGE, JSET, RET, JA = 0x20, 0x15, 0x35, 0x45, 0x06, 0x05
+    prog: list[tuple[int, int, int, int]] = []
+    fixups: list[tuple[int, str, str]] = []  # (index, true label, false label)
+
+    def ins(code: int, k: int, jt: str | int = 0, jf: str | int = 0) -> None:
+        if isinstance(jt, str) or isinstance(jf, str):
+            fixups.append((len(prog), str(jt) if isinstance(jt, str) else "", str(jf) if isinstance(jf, str) else ""))
+        prog.append((code, jt if isinstance(jt, int) else 0, jf if isinstance(jf, int) else 0, k))
+
+    labels: dict[str, int] = {}
+    ins(LD, 4)                                   # seccomp_data.arch
+    ins(JEQ, AUDIT_ARCH_X86_64, 1, 0)
+    ins(RET, _RET_KILL_PROCESS)
+    ins(LD, 0)                                   # seccomp_data.nr
+    ins(JGE, 0x40000000, "eperm", 0)             # x32 ABI
+    for nr in sorted(set(_DENY_X86_64.values())):
+        ins(JEQ, nr, "eperm", 0)
+    ins(JEQ, _NR_CLONE3, "enosys", 0)
+    ins(JEQ, _NR_SOCKET, "family", 0)
+    ins(JEQ, _NR_SOCKETPAIR, "family", 0)
+    ins(JEQ, _NR_CLONE, "clone", 0)
+    ins(RET, _RET_ALLOW)
+    labels["family"] = len(prog)
+    ins(LD, 16)                                  # low 32 bits of args[0]: the address family
+    for fam in (AF_UNIX, AF_INET, AF_INET6):
+        ins(JEQ, fam, "allow", 0)
+    ins(RET, _RET_ERRNO | errno.EAFNOSUPPORT)
+    labels["clone"] = len(prog)
+    ins(LD, 16)                                  # clone flags (x86_64: first argument)
+    ins(JSET, CLONE_NEW_ANY, "eperm", "allow")
+    labels["allow"] = len(prog)
+    ins(RET, _RET_ALLOW)
+    labels["eperm"] = len(prog)
+    ins(RET, _RET_ERRNO | errno.EPERM)
+    labels["enosys"] = len(prog)
+    ins(RET, _RET_ERRNO | errno.ENOSYS)
+    for i, jt, jf in fixups:
+        code, t, f, k = prog[i]
+        if jt:
+            t = labels[jt] - i - 1
+        if jf:
+            f = labels[jf] - i - 1
+        if not (0 <= t < 256 and 0 <= f < 256):
+            raise ValueError("seccomp jump out of range")
+        prog[i] = (code, t, f, k)
+    return b"".join(struct.pack("=HBBI", *p) for p in prog)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompFilter:
+    """A filter prepared once in the server; :meth:`install` (one prctl) in every child."""
+
+    def __init__(self, program: bytes) -> None:
+        self.buf = ctypes.create_string_buffer(program, len(program))
+        self.fprog = _SockFprog(len(program) // 8, ctypes.addressof(self.buf))
+
+    def install(self) -> None:
+        _check(libc().prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                            ctypes.c_void_p(ctypes.addressof(self.fprog)), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+               "seccomp")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-run memory: a memory cgroup of the server's own (v2 memory.max, else v1 memory.limit_in_bytes)
+# ----------------------------------------------------------------------------------------------------
+
+class MemoryCgroup:
+    """The server moves itself into a fresh memory cgroup, so every process a program starts is in it
+    without a per-fork cost, and the sum of their memory (RSS, page cache, tmpfs files, SysV shm, kernel
+    memory) is limited per run (a server runs one program at a time). Files are opened before the chroot."""
+
+    def __init__(self, path: str, version: int) -> None:
+        self.path, self.version = path, version
+        f = {2: ("memory.max", "memory.events", "memory.current"),
+             1: ("memory.limit_in_bytes", "memory.oom_control", "memory.usage_in_bytes")}[version]
+        self.limit_file, self.events_file, self.usage_file = (os.path.join(path, n) for n in f)
+        self.events_fd = os.open(self.events_file, os.O_RDONLY)
+        self.usage_fd = os.open(self.usage_file, os.O_RDONLY)
+
+    @staticmethod
+    def _locate() -> list[tuple[str, int]]:
+        out = []
+        try:
+            lines = open("/proc/self/cgroup").read().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            hid, ctrls, rel = (line.split(":", 2) + ["", ""])[:3]
+            if hid == "0" and ctrls == "":
+                for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                    base = root + rel
+                    try:
+                        if "memory" in open(os.path.join(root, "cgroup.controllers")).read().split():
+                            out.insert(0, (base.rstrip("/"), 2))
+                            break
+                    except OSError:
+                        continue
+            elif "memory" in ctrls.split(","):
+                out.append(((f"/sys/fs/cgroup/{ctrls}" + rel).rstrip("/"), 1))
+        return out
+
+    @classmethod
+    def create(cls, limit_bytes: int, notes: list[str]) -> "MemoryCgroup | None":
+        errors = []
+        for base, version in cls._locate():
+            name = f"mars2-sandbox-{os.getpid()}"
+            path = os.path.join(base, name)
+            try:
+                cls._remove_stale(base)
+                if version == 2:
+                    try:  # the parent must hand the memory controller down (fails if it holds processes)
+                        with open(os.path.join(base, "cgroup.subtree_control"), "w") as f:
+                            f.write("+memory")
+                    except OSError:
+                        pass
+                os.mkdir(path, 0o755)
+                try:
+                    cg = cls(path, version)
+                    cg.set_limit(limit_bytes)
+                    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                        f.write(str(os.getpid()))
+                    return cg
+                except OSError:
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+                    raise
+            except OSError as e:
+                errors.append(f"cgroup v{version} at {base}: {e.strerror or e}")
+        notes.append("no memory cgroup (" + ("; ".join(errors) or "no memory controller mounted")
+                     + "): memory is limited per process (RLIMIT_AS), a run may use max_processes times that")
+        return None
+
+    @staticmethod
+    def _remove_stale(base: str) -> None:
+        """Cgroups of servers that were killed (their parent usually removes them; this is the net)."""
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return
+        for n in names:
+            if n.startswith("mars2-sandbox-") and n[14:].isdigit() and not os.path.exists(f"/proc/{n[14:]}"):
+                try:
+                    os.rmdir(os.path.join(base, n))
+                except OSError:
+                    pass
+
+    def set_limit(self, limit_bytes: int) -> None:
+        with open(self.limit_file, "w") as f:
+            f.write(str(limit_bytes) if limit_bytes else "max" if self.version == 2 else "-1")
+        if self.version == 2:
+            try:  # swap would let a run go past the limit
+                with open(os.path.join(self.path, "memory.swap.max"), "w") as f:
+                    f.write("0")
+            except OSError:
+                pass
+        else:
+            try:
+                with open(os.path.join(self.path, "memory.memsw.limit_in_bytes"), "w") as f:
+                    f.write(str(limit_bytes) if limit_bytes else "-1")
+            except OSError:
+                pass
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed in this cgroup for exceeding the limit (ever)."""
+        try:
+            text = os.pread(self.events_fd, 4096, 0).decode()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            k, _, v = line.partition(" ")
+            if k == "oom_kill" and v.strip().isdigit():
+                return int(v)
+        return 0
+
+    def usage(self) -> int:
+        try:
+            return int(os.pread(self.usage_fd, 64, 0).split()[0])
+        except (OSError, ValueError, IndexError):
+            return -1
+
+
+# ----------------------------------------------------------------------------------------------------
+# IPC objects (SysV shm / msg / sem, POSIX mqueues) of our private IPC namespace, removed after every run
+# ----------------------------------------------------------------------------------------------------
+
+_IPC_RMID = 0
+_SYSVIPC = (("shm", "shmctl"), ("msg", "msgctl"), ("sem", "semctl"))
+
+
+def sysv_ids(kind: str) -> list[int]:
+    """Ids of the SysV objects of one kind in the caller's IPC namespace (/proc/sysvipc/<kind>)."""
+    try:
+        with open(f"/proc/sysvipc/{kind}") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    ids = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 1 and parts[1].lstrip("-").isdigit():
+            ids.append(int(parts[1]))
+    return ids
+
+
+def remove_ipc_objects(mqueue_dir: str | None) -> int:
+    """Remove every SysV object and POSIX message queue of this IPC namespace; returns how many."""
+    n = 0
+    for kind, fn in _SYSVIPC:
+        for i in sysv_ids(kind):
+            if kind == "sem":
+                rc = libc().semctl(ctypes.c_int(i), ctypes.c_int(0), ctypes.c_int(_IPC_RMID))
+            else:
+                rc = getattr(libc(), fn)(ctypes.c_int(i), ctypes.c_int(_IPC_RMID), ctypes.c_void_p(None))
+            n += rc == 0
+    if mqueue_dir:
+        try:
+            for name in os.listdir(mqueue_dir):
+                try:
+                    os.unlink(os.path.join(mqueue_dir, name))
+                    n += 1
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return n
+
+
+# ----------------------------------------------------------------------------------------------------
+# Removing what a program left behind, whatever its shape (no recursion, no path length limit)
+# ----------------------------------------------------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def remove_tree(path: str, max_steps: int = 1_000_000) -> bool:
+    """Delete ``path`` and everything below it: depth-first with one open directory at a time (``openat``
+    down, ``..`` back up) and a stack of names, so neither Python's recursion limit nor PATH_MAX (a
+    2,500-deep tree) matters. Never follows symlinks, never raises; False if something stayed."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+            return True
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return not os.path.lexists(path)
+    names: list[str] = []
+    stuck: set[tuple[int, int]] = set()  # directories we could not empty: skipped from then on
+    steps = 0
+    try:
+        while steps < max_steps:
+            steps += 1
+            sub = None
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        steps += 1
+                        try:
+                            if e.is_dir(follow_symlinks=False):
+                                if (e.inode(), os.fstat(fd).st_dev) not in stuck:
+                                    sub = e.name
+                                    break
+                            else:
+                                os.unlink(e.name, dir_fd=fd)
+                        except OSError:
+                            pass
+            except OSError:
+                pass
+            if sub is not None:
+                try:
+                    nfd = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    try:
+                        os.chmod(sub, 0o700, dir_fd=fd, follow_symlinks=False)
+                        nfd = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+                    except (OSError, NotImplementedError):
+                        try:
+                            stuck.add((os.stat(sub, dir_fd=fd, follow_symlinks=False).st_ino, os.fstat(fd).st_dev))
+                        except OSError:
+                            pass
+                        continue
+                os.close(fd)
+                fd = nfd
+                names.append(sub)
+                continue
+            if not names:
+                break
+            pfd = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            me = os.fstat(fd)
+            os.close(fd)
+            fd = pfd
+            name = names.pop()
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                stuck.add((me.st_ino, me.st_dev))
+    except OSError:
+        pass
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+    return not os.path.lexists(path)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Child side: runs the untrusted program
 # ----------------------------------------------------------------------------------------------------
@@ -492,8 +846,9 @@ class _Child:
 # Common imports paid once in the server instead of in every child.
 _PRELOAD = ("collections", "itertools", "functools", "heapq", "bisect", "string", "re", "random", "typing",
             "fractions", "decimal", "statistics", "copy", "operator", "array", "datetime", "dataclasses",
-            "collections.abc", "enum")
+            "collections.abc", "enum", "io", "json", "math")
 
+_CGROUP_SLACK_MB = 32  # the run's memory cgroup allows memory_mb plus this (server buffers, kernel objects)
 _WRITABLE_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/run/shm", "/dev/mqueue")
 
 
@@ -545,6 +900,7 @@ class _Proc:
             self.pidfd = None
         self.status: int | None = None  # raw wait status once reaped
         self.killed = False
+        self.oom0 = 0  # the memory cgroup's OOM-kill count when the child started
 
 
 class Server:
@@ -553,8 +909,14 @@ class Server:
         self.parent = FrameReader()
         self.pending: list[dict] = []
         self.parent_eof = False
-        self.iso: dict[str, Any] = {"netns": False, "mountns": False, "tmpfs": [], "pidns": False,
-                                    "uid": None, "notes": []}
+        self.iso: dict[str, Any] = {"netns": False, "mountns": False, "ipcns": False, "tmpfs": [],
+                                    "pidns": False, "uid": None, "seccomp": False, "memory": "rlimit_as",
+                                    "notes": []}
+        self.cgroup: MemoryCgroup | None = None
+        self.seccomp: SeccompFilter | None = None
+        self.mqueue_dir: str | None = None
+        self.interp_fds: dict[str, int] = {}  # interpreter dirs opened before any tmpfs can hide them
+        self.protected: set[str] = set()  # entries of the private tmpfs that cleanup must not touch
         self.uid: int | None = None
         self.pidns_fd: int | None = None
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -575,6 +937,12 @@ class Server:
         notes = self.iso["notes"]
         want_net = self.cfg.get("network", "auto") != "off"
         root = os.geteuid() == 0
+        self._setup_memory_cgroup()
+        for p in _interpreter_dirs():  # a venv under /tmp must survive the private /tmp below
+            try:
+                self.interp_fds[p] = os.open(p, os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                pass
         if root:
             if want_net:
                 try:
@@ -587,10 +955,15 @@ class Server:
                 self.iso["mountns"] = True
             except OSError as e:
                 notes.append(f"mount namespace unavailable ({e})")
+            try:
+                unshare(CLONE_NEWIPC)
+                self.iso["ipcns"] = True
+            except OSError as e:
+                notes.append(f"IPC namespace unavailable ({e}): SysV/POSIX IPC objects are the host's")
         else:
-            # Unprivileged: a user namespace can carry the network and mount namespaces.
+            # Unprivileged: a user namespace can carry the network, mount and IPC namespaces.
             uid, gid = os.getuid(), os.getgid()
-            flags = CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWNET if want_net else 0)
+            flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWIPC | (CLONE_NEWNET if want_net else 0)
             try:
                 unshare(flags)
                 with open("/proc/self/setgroups", "w") as f:
@@ -600,6 +973,7 @@ class Server:
                 with open("/proc/self/gid_map", "w") as f:
                     f.write(f"{gid} {gid} 1")
                 self.iso["mountns"] = True
+                self.iso["ipcns"] = True
                 self.iso["netns"] = want_net
                 self.userns = True
             except OSError as e:
@@ -611,6 +985,7 @@ class Server:
                 for d in _world_writable_dirs():
                     mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=1777")
                     self.iso["tmpfs"].append(d)
+                self._restore_hidden_interpreter()
             except OSError as e:
                 notes.append(f"private tmpfs unavailable ({e})")
         if self.userns:
@@ -632,6 +1007,12 @@ class Server:
                 self._expose_interpreter()
             except OSError as e:
                 notes.append(f"could not expose the interpreter to the unprivileged uid ({e})")
+        if self.iso["ipcns"]:
+            self._setup_ipc()
+        for fd in self.interp_fds.values():
+            os.close(fd)
+        self.interp_fds = {}
+        self._setup_seccomp()  # its probe forks: before the PID namespace set-up below
         if root:
             self._setup_uid()
             self._setup_pidns()
@@ -640,6 +1021,70 @@ class Server:
         except OSError:
             pass
         self._prepare_children()
+
+    def _setup_memory_cgroup(self) -> None:
+        mb = int(self.cfg.get("memory_mb") or 0)
+        if not mb:
+            self.iso["memory"] = "none"
+            return
+        limit = (mb + _CGROUP_SLACK_MB) << 20
+        self.cgroup = MemoryCgroup.create(limit, self.iso["notes"])
+        if self.cgroup is not None:
+            self.iso.update(memory=f"cgroup{self.cgroup.version}", memory_cgroup=self.cgroup.path,
+                            memory_run_mb=mb + _CGROUP_SLACK_MB)
+
+    def _setup_ipc(self) -> None:
+        """Our own IPC namespace: SysV objects and POSIX queues made by a program are invisible to the host
+        and to other servers, and :func:`remove_ipc_objects` deletes them after every run."""
+        try:  # segments nobody has attached die with their last user
+            with open("/proc/sys/kernel/shm_rmid_forced", "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+        if self.iso.get("root") == "minimal" and not os.path.exists("/dev/mqueue"):
+            try:  # our own /dev (a tmpfs in the minimal root), not the host's
+                os.mkdir("/dev/mqueue", 0o1777)
+            except OSError:
+                pass
+        if self.mqueue_dir is None and self.iso["mountns"] and os.path.isdir("/dev/mqueue"):
+            try:
+                mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+                self.mqueue_dir = "/dev/mqueue"
+            except OSError:
+                pass
+        if self.mqueue_dir is None:
+            self.iso["notes"].append("no mqueue mount: POSIX message queues of a run are not removed after it")
+
+    def _setup_seccomp(self) -> None:
+        prog = seccomp_program()
+        if prog is None:
+            self.iso["notes"].append(f"no syscall filter for architecture {os.uname().machine}")
+            return
+        flt = SeccompFilter(prog)
+
+        def probe() -> None:
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+            flt.install()
+            if libc().syscall(ctypes.c_long(_DENY_X86_64["keyctl"]), ctypes.c_long(0), ctypes.c_long(-3)) != -1:
+                raise OSError("filter not effective")
+        if self._probe(probe):
+            self.seccomp = flt
+            self.iso["seccomp"] = True
+        else:
+            self.iso["notes"].append("the kernel refused the seccomp filter: no syscall filter")
+
+    def _restore_hidden_interpreter(self) -> None:
+        """Interpreter directories below a directory we just covered with a tmpfs (a venv in /tmp) are
+        bound back, read-only, from the fds opened before (no-op for the usual locations). Cleanup after
+        a run leaves their top-level entries alone."""
+        paths = sorted(self.interp_fds)
+        top = [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
+        for p in top:
+            for d in self.iso["tmpfs"]:
+                if p.startswith(d + "/"):
+                    self._bind(f"/proc/self/fd/{self.interp_fds[p]}", p)
+                    self.protected.add(os.path.join(d, p[len(d) + 1:].split("/")[0]))
+                    self.iso.setdefault("restored", []).append(p)
 
     def _bind(self, src: str, dst: str, readonly: bool = True, dev: bool = False) -> None:
         if os.path.isdir(src):
@@ -902,9 +1347,23 @@ class Server:
             os.chown(self.workdir, self.uid, self.uid)
 
     def _cleanup(self) -> None:
-        self._sweep()
-        self._reap()
-        # Remove the work dir and, with private tmpfs, everything any program left in them.
+        """After every run: kill what is left, remove its IPC objects and files. Must never raise (the
+        server would die and the verdict be lost): each step is guarded on its own."""
+        for step in (self._sweep, self._reap, self._remove_ipc, self._remove_files):
+            try:
+                step()
+            except BaseException as e:  # noqa: BLE001 - e.g. RecursionError, MemoryError, OSError
+                try:
+                    sys.stderr.write(f"mars2 sandbox server: cleanup step {step.__name__} failed: {e!r}\n")
+                except BaseException:  # noqa: BLE001
+                    pass
+
+    def _remove_ipc(self) -> None:
+        if self.iso["ipcns"]:
+            remove_ipc_objects(self.mqueue_dir)
+
+    def _remove_files(self) -> None:
+        # The work dir and, with private tmpfs, everything any program left in them (any depth or shape).
         targets = [self.workdir]
         for d in self.iso["tmpfs"]:
             try:
@@ -912,18 +1371,14 @@ class Server:
             except OSError:
                 pass
         for p in targets:
+            if p in self.protected:
+                continue
             try:
                 os.rmdir(p)  # the common case: an empty work dir
                 continue
             except OSError:
                 pass
-            try:
-                if os.path.isdir(p) and not os.path.islink(p):
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    os.unlink(p)
-            except OSError:
-                pass
+            remove_tree(p)
 
     def _sweep(self) -> None:
         """Without PID namespaces a program can escape its session (setsid + double fork). Two nets catch
@@ -984,6 +1439,7 @@ class Server:
         ack_r, ack_w = os.pipe() if capture else (None, None)
         if self.pidns_fd is not None:
             self._enter_new_pidns()
+        oom0 = self.cgroup.oom_kills() if self.cgroup is not None else 0
         pid = os.fork()
         if pid == 0:  # ------------------------------------------------------------------- child
             try:
@@ -1000,7 +1456,10 @@ class Server:
             os.set_blocking(out_r, False)
         if ack_w is not None:
             os.set_blocking(ack_w, False)  # a child that never reads its acks must not block us
-        return _Proc(pid, proto_r, out_r, ack_w)
+        proc = _Proc(pid, proto_r, out_r, ack_w)
+        if self.cgroup is not None:
+            proc.oom0 = oom0
+        return proc
 
     def _child_setup(self, fds: list[int], n_tests: int) -> None:
         """Containment of one child, in order: own session, work dir, rlimits, unprivileged uid, no new
@@ -1036,6 +1495,14 @@ class Server:
                 resource.setrlimit(res, (soft, hard))
             except (ValueError, OSError):
                 pass
+        if self.cgroup is not None:
+            # the kernel's OOM killer must pick the program's processes, never the server (same cgroup)
+            try:
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                os.write(fd, b"1000")
+                os.close(fd)
+            except OSError:
+                pass
         if self.uid is not None:
             os.setgroups([])
             os.setresgid(self.uid, self.uid, self.uid)
@@ -1055,6 +1522,8 @@ class Server:
         # (see _prepare_children): only objects are swapped here, which keeps the fork cheap.
         sys.stdin, sys.stdout, sys.stderr = self.stdio
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = self.stdio
+        if self.seccomp is not None:
+            self.seccomp.install()  # last: from here on only what the program itself may do
 
     # -- waiting on a child ---------------------------------------------------------------------------
     def kill(self, p: _Proc) -> None:
@@ -1326,6 +1795,9 @@ class Server:
             return "error", _CORRUPT
         self.kill(p)
         self.reap(p)
+        if self.cgroup is not None and self.cgroup.oom_kills() > p.oom0:
+            return "memory", (f"Memory limit exceeded{where}: the program's processes together used more than "
+                              f"{self.iso.get('memory_run_mb')} MB.")
         return self._status_verdict(p.status, where)
 
     @staticmethod
