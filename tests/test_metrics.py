@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from mars2.metrics import (
@@ -141,3 +142,95 @@ def test_interval_summaries_clip_rates_only():
     assert (m, lo) == (2.0, 0.0) and hi == pytest.approx(2.0 + 12.706205, abs=1e-5)
     m, lo, hi = summarise("eval/div/ec", [5.0, 6.0, 7.0])  # ± 4.302653/√3 = 2.484138, inside the range
     assert lo == pytest.approx(6.0 - 2.484138, abs=1e-6) and hi == pytest.approx(6.0 + 2.484138, abs=1e-6)
+
+
+# ---- paired comparisons (issue 17) ------------------------------------------------------------------------
+
+def test_paired_bootstrap_constant_and_errors():
+    from mars2.metrics.stats import paired_bootstrap_ci
+
+    a = [[0.5, 1.0, 0.0], [1.0, 0.5, 0.5]]
+    b = [[0.25, 0.75, -0.25], [0.75, 0.25, 0.25]]
+    assert paired_bootstrap_ci(a, b) == (0.25, 0.25, 0.25)  # a constant difference: no uncertainty
+    assert paired_bootstrap_ci([1, 0], [1, 0]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same seeds x problems"):
+        paired_bootstrap_ci([[1, 0]], [[1, 0, 1]])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_bootstrap_ci([1.0, float("nan")], [0.0, 0.0])
+    with pytest.raises(ValueError, match="resample"):
+        paired_bootstrap_ci([1, 0], [0, 0], resample="rows")
+
+
+def test_paired_bootstrap_over_problems_is_binomial_by_hand():
+    """One seed, 20 problems, a − b = 1 on 6 of them and 0 elsewhere: a bootstrap resample over problems
+    has X ~ Binomial(20, 0.3) ones, mean X/20. P(X <= 1) = 0.0076 < 0.025 < P(X <= 2) = 0.0355 and
+    P(X <= 9) = 0.952 < 0.975 < P(X <= 10) = 0.983, so the 95 % percentile interval is [2/20, 10/20]."""
+    from mars2.metrics.stats import bootstrap_means, paired_bootstrap_ci
+
+    b = [0.0, 1.0] * 10
+    a = list(b)
+    for i in (0, 2, 4, 6, 8, 10):  # six problems that b fails and a solves
+        a[i] = 1.0
+    m, lo, hi = paired_bootstrap_ci(a, b, n_boot=20_000, seed=1)
+    assert m == pytest.approx(0.3) and lo == pytest.approx(0.1) and hi == pytest.approx(0.5)
+    means = bootstrap_means([[x - y for x, y in zip(a, b)]], n_boot=20_000, seed=1)
+    assert np.mean(means == 0.0) == pytest.approx(0.7 ** 20, abs=1e-3)  # no solved problem drawn
+    assert np.mean(means) == pytest.approx(0.3, abs=0.005)
+    # the per-row intervals of a and b overlap; the paired one excludes 0
+    assert mean_ci(a)[1] < mean_ci(b)[2]
+
+
+def test_paired_bootstrap_two_way_by_hand():
+    """2 seeds x 1 problem, d = [0, 1]: resampling seeds gives mean 0, 1/2, 1 with probability 1/4, 1/2, 1/4;
+    resampling the single problem changes nothing. Keeping seeds whole ('problems') gives exactly 1/2."""
+    from mars2.metrics.stats import bootstrap_means, paired_bootstrap_ci
+
+    d = [[0.0], [1.0]]
+    means = bootstrap_means(d, n_boot=40_000, seed=3)
+    for v, p in ((0.0, 0.25), (0.5, 0.5), (1.0, 0.25)):
+        assert np.mean(np.isclose(means, v)) == pytest.approx(p, abs=0.01)
+    assert np.allclose(bootstrap_means(d, n_boot=50, seed=3, resample="problems"), 0.5)
+    assert paired_bootstrap_ci(d, [[0.0], [0.0]], n_boot=40_000, seed=3) == (0.5, 0.0, 1.0)
+    # seeded: the same interval twice, another seed another draw
+    assert np.array_equal(bootstrap_means(d, 100, seed=4), bootstrap_means(d, 100, seed=4))
+
+
+def test_paired_t_and_summary_by_hand():
+    from mars2.metrics.stats import paired_summary, paired_t_ci
+
+    # per-seed mean differences 0.1, 0.2, 0.3: mean 0.2, s = 0.1, t_{0.975, 2} = 4.3027
+    a = [[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]]
+    b = [[0.0, 0.0]] * 3
+    m, lo, hi = paired_t_ci(a, b)
+    assert m == pytest.approx(0.2) and hi - m == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+    s = paired_summary(a, b, n_boot=2000)
+    assert s["n_seeds"] == 3 and s["n_problems"] == 2 and s["p_better"] == 1.0
+    assert s["mean"] == pytest.approx(0.2) and 0.1 - 1e-12 <= s["ci_low"] <= s["ci_high"] <= 0.3 + 1e-12
+    assert s["seed_ci_low"] == pytest.approx(lo)
+
+
+def test_evaluation_reports_extra_held_out_splits():
+    """run_evaluation(extra_splits=...) adds fresh Pass@1 per agent on another split (test_iid), hand-computed
+    with the FAKE backend/scorer: agent a passes q0 only, agent b passes nothing → a 1/2, b 0, team 1/4."""
+    from fakes import FakeBackend, FakeScorer, fake_problem, response
+
+    from mars2.agents.base import AgentSpec
+    from mars2.evaluation import run_evaluation
+    from mars2.search.factory import SearchConfig
+
+    agents = [AgentSpec("a", "", "pol_a"), AgentSpec("b", "", "pol_b")]
+    ok, bad = response([1, 1], [1, 1, 1]), response([1, 1], [0, 1, 1])
+
+    def respond(req, _i):
+        text = req.messages[-1]["content"]
+        return ok if req.policy_id == "pol_a" and "problem q0" in text else bad
+
+    r = run_evaluation(FakeBackend(respond), FakeScorer(), agents, [fake_problem("p0")], SearchConfig(mode="iid"), 2,
+                       extra_splits={"test_iid": [fake_problem("q0"), fake_problem("q1")]}, diversity=False)
+    m = r.metrics
+    assert m["eval/test_iid/agent/a/pass1"] == 0.5 and m["eval/test_iid/agent/b/pass1"] == 0.0
+    assert m["eval/test_iid/pass1"] == 0.25 and r.values["eval/test_iid/pass1"] == [0.5, 0.0]
+    assert m["eval/pass1"] == 0.0  # the main split is unchanged (p0: both agents fail)
+    with pytest.raises(ValueError, match="no problems"):
+        run_evaluation(FakeBackend(respond), FakeScorer(), agents, [fake_problem("p0")], SearchConfig(mode="iid"), 2,
+                       extra_splits={"test_iid": []}, diversity=False)

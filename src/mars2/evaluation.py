@@ -23,6 +23,11 @@ Metric keys (``eval/...`` for the team, ``eval/agent/<name>/...`` per agent; eve
   team's diversity pools the candidates of all solo trees of a problem (do the agents write different
   programs?).
 
+Extra held-out splits (``extra_splits={"test_iid": problems, ...}``, issue 17): fresh Pass@1 of every agent on
+each, as ``eval/<split>/pass1`` (team: mean over agents) and ``eval/<split>/agent/<name>/pass1`` — e.g. minicode's
+``test_iid`` (unseen instances of RL-train compositions) beside ``test`` (unseen compositions). No search on
+them: Pass@1 is where RL transfer shows first, and a search per split would double the evaluation time.
+
 Final answers use the reward model when one is given (``reward_model.score(statements, programs)``, §6.3;
 ``rm_mode`` tiebreak|rerank), else the rule of ``mars2.search.select`` (best public score, newest).
 """
@@ -346,8 +351,10 @@ def run_evaluation(
     reward_model: Any = None,
     rm_mode: str = "tiebreak",
     diversity: DiversityConfig | Mapping[str, Any] | bool | None = None,
+    extra_splits: Mapping[str, Sequence[Problem]] | None = None,
 ) -> EvalResult:
-    """One evaluation of ``agents`` on ``problems`` (see the module docstring for every metric)."""
+    """One evaluation of ``agents`` on ``problems`` (see the module docstring for every metric), plus fresh
+    Pass@1 on each of ``extra_splits`` (name → problems)."""
     if mode not in ("system", "agent"):
         raise ValueError(f"eval.mode must be 'system' or 'agent', got {mode!r}")
     if rm_mode not in ("tiebreak", "rerank"):
@@ -361,6 +368,15 @@ def run_evaluation(
     for name, vals in per_agent.items():
         values[f"agent/{name}/pass1"] = list(vals)
     values["pass1"] = _mean_rows([per_agent[a.name] for a in agents])
+    for split, extra in (extra_splits or {}).items():
+        if "/" in split or not split:
+            raise ValueError(f"extra split name must be a non-empty name without '/', got {split!r}")
+        if not extra:
+            raise ValueError(f"extra split {split!r} has no problems")
+        per_split = fresh_pass1(backend, scorer, agents, list(extra), pass1_samples)
+        for name, vals in per_split.items():
+            values[f"{split}/agent/{name}/pass1"] = list(vals)
+        values[f"{split}/pass1"] = _mean_rows([per_split[a.name] for a in agents])
 
     searchers = {"team": list(agents)} if mode == "system" else {a.name: [a] for a in agents}
     trees_by: dict[str, list[Tree]] = {}
@@ -423,11 +439,12 @@ def evaluate_team(
     reward_model: Any = None,
     rm_mode: str = "tiebreak",
     diversity: DiversityConfig | Mapping[str, Any] | bool | None = None,
+    extra_splits: Mapping[str, Sequence[Problem]] | None = None,
 ) -> tuple[dict[str, float], dict[str, list[Tree]]]:
     """:func:`run_evaluation` returning (flat ``eval/...`` metrics, trees per searcher) — the training
     callback's interface."""
     r = run_evaluation(backend, scorer, agents, problems, search, budget, mode, pass1_samples, tts_budgets, seed,
-                       progress, reward_model, rm_mode, diversity)
+                       progress, reward_model, rm_mode, diversity, extra_splits)
     return r.metrics, r.trees
 
 

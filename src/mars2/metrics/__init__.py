@@ -21,7 +21,15 @@ from mars2.metrics.passk import (
     tts_curve,
 )
 from mars2.metrics.search_stats import search_stats
-from mars2.metrics.stats import mean_ci, t_quantile_two_sided
+from mars2.metrics.stats import (
+    bootstrap_means,
+    mean_ci,
+    paired_bootstrap_ci,
+    paired_differences,
+    paired_summary,
+    paired_t_ci,
+    t_quantile_two_sided,
+)
 
 __all__ = [
     "Candidate",
@@ -34,6 +42,11 @@ __all__ = [
     "semantic_distance",
     "structural_diversity",
     "avg_pass1_values",
+    "bootstrap_means",
+    "paired_bootstrap_ci",
+    "paired_differences",
+    "paired_summary",
+    "paired_t_ci",
     "mean_ci",
     "pass1_mcts",
     "pass1_mcts_values",

@@ -623,14 +623,18 @@ def _generate_iid(n: int, train: Sequence[Problem], depths: tuple[int, ...], see
     train compositions are disjoint from warm-up ones). Each problem copies the composition and family of a
     train problem drawn uniformly (so compositions come in the proportions RL sees them), with constants and
     tests drawn anew from ``minicode|{seed}|test_iid``; its statement must differ from every train statement
-    (and from the other test_iid ones): a composition without constants can give no new statement in its
-    family and is skipped. ``meta["source_train_id"]``: the train problem it was derived from."""
+    (and preferably from the other test_iid ones): a composition without constants can give no new
+    statement in its family and is skipped. ``meta["source_train_id"]``: the train problem it was derived from."""
     rng = random.Random(f"minicode|{seed}|test_iid")
     pool = [p for p in train if int(p.meta["depth"]) in set(depths)]
     if not pool:
         raise ValueError(f"minicode: no train problems at test_iid depths {list(depths)} (train has depths "
                          f"{sorted({int(p.meta['depth']) for p in train})})")
-    taken = {p.statement for p in train}
+    pool = [p for p in pool if any(_BY_NAME[name].k_choices for name in p.meta["composition"])]
+    if not pool:
+        raise ValueError("minicode: test_iid needs train compositions with a constant (none at the test_iid depths)")
+    train_statements = {p.statement for p in train}
+    taken: set[str] = set()
     width = max(4, len(str(max(n - 1, 0))))
     out: list[Problem] = []
     for idx in range(n):
@@ -638,15 +642,16 @@ def _generate_iid(n: int, train: Sequence[Problem], depths: tuple[int, ...], see
         for attempt in range(_MAX_ATTEMPTS):
             src = pool[rng.randrange(len(pool))]
             family, comp = src.meta["family"], tuple(src.meta["composition"])
-            if not any(_BY_NAME[name].k_choices for name in comp):
-                continue
             for _ in range(10):
                 steps = [(_BY_NAME[name], _draw_constant(rng, _BY_NAME[name])) for name in comp]
                 spec = _Spec(family, steps)
                 statement, ref, starter = _render(spec)
-                if statement not in taken:
+                if statement not in train_statements:
                     break
             else:
+                continue
+            # Prefer a statement new to test_iid too; a small train split forces repeats (with fresh tests).
+            if statement in taken and attempt < _DUPLICATE_TRIES:
                 continue
             tests = _build_tests(rng, spec, rng.randint(*n_public), n_hidden)
             if tests is not None:
