@@ -350,3 +350,14 @@ def test_require_split_for_a_run() -> None:
     with pytest.raises(EmptySplitError, match=r"^minicode: split 'test' has 0 problems \(the split is empty\); "
                                               r"a run cannot use an empty split$"):
         require_split("minicode", {"test": []}, "test")
+
+
+def test_jsonl_lines_split_on_newline_only(tmp_path: Path) -> None:
+    """A raw U+2028 inside a JSON string is not a line break (str.splitlines would cut the row in two);
+    CRLF line ends are fine."""
+    row = json.loads(LCB.read_text().splitlines()[0])
+    row["question_content"] += "\u2028second paragraph"
+    f = tmp_path / "u2028.jsonl"
+    f.write_bytes((json.dumps(row, ensure_ascii=False) + "\r\n" + json.dumps(row) + "\r\n").encode("utf-8"))
+    probs = load_livecodebench(f)["test"]
+    assert len(probs) == 2 and all(p.statement.endswith("\u2028second paragraph") for p in probs)

@@ -246,7 +246,7 @@ def _decode(raw: bytes, f: Path, task: str) -> str:
 
 
 def _jsonl_rows(text: str, name: str) -> Iterator[tuple[str, Any]]:
-    for i, line in enumerate(text.splitlines()):
+    for i, line in enumerate(text.split("\n")):
         if not line.strip():
             continue
         try:
@@ -308,15 +308,58 @@ def _iter_rows(path: Path, task: str, fmt: str) -> Iterator[tuple[str, Any]]:
         if f.name.endswith(".parquet"):
             yield from _parquet_rows(f, task)
             continue
+        if not f.name.endswith((".json", ".json.gz")):
+            yield from _stream_jsonl(f, task)  # line by line: real LiveCodeBench files are gigabytes
+            continue
         raw = _read_bytes(f, task)
         if raw[:4] == b"PAR1":
             raise _file_error(task, f, "holds Parquet data but its name does not end in .parquet")
         text = _decode(raw, f, task)
         del raw
-        if f.name.endswith((".json", ".json.gz")):
-            yield from _json_rows(text, f, task, fmt)
-        else:
-            yield from _jsonl_rows(text, _stem(f))
+        yield from _json_rows(text, f, task, fmt)
+
+
+def _stream_jsonl(f: Path, task: str) -> Iterator[tuple[str, Any]]:
+    """JSON Lines read one line at a time (gunzipped when named ``.gz``), with the same one-line file-level
+    errors as ``_read_bytes`` / ``_decode``."""
+    gz = f.name.endswith(".gz")
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(4)
+    except IsADirectoryError:
+        raise _file_error(task, f, "is a directory, not a data file") from None
+    except OSError as e:
+        raise _file_error(task, f, f"cannot be read ({e.strerror or e})") from None
+    if gz and head and head[:2] != b"\x1f\x8b":
+        raise _file_error(task, f, "is named .gz but is not gzip data (no gzip header); "
+                                   "rename it without .gz if it is plain text")
+    if not gz and head[:2] == b"\x1f\x8b":
+        raise _file_error(task, f, "holds gzip-compressed data but its name does not end in .gz; "
+                                   f"rename it to {f.name}.gz")
+    if head == b"PAR1":
+        raise _file_error(task, f, "holds Parquet data but its name does not end in .parquet")
+    stem = _stem(f)
+    try:
+        with (gzip.open(f, "rb") if gz else open(f, "rb")) as fh:
+            for i, raw in enumerate(fh, 1):
+                if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 byte-order mark is accepted
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise _file_error(task, f, f"is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {i} cannot "
+                                               "be decoded); re-encode it as UTF-8") from None
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{stem}:{i}", json.loads(line)
+                except json.JSONDecodeError:
+                    yield f"{stem}:{i}", _BadRow("line is not JSON")
+    except EOFError:
+        raise _file_error(task, f, "is a truncated gzip file (the compressed stream ends early); "
+                                   "download or copy it again") from None
+    except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise _file_error(task, f, f"is not valid gzip data ({e})" if gz else f"cannot be read ({e})") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -379,8 +422,6 @@ def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert: Callabl
         report.filtered += sum(filtered.values())
         report.filtered_by.update(filtered)
         report.malformed.update(bad)
-    if filtered:
-        log.info("%s: %s", task, ", ".join(f"{n} of {total} rows {r}" for r, n in filtered.most_common()))
     if not problems:
         if total == 0:
             detail = "the file holds no rows"
@@ -391,6 +432,8 @@ def _convert_all(task: str, path: Path, fmt: str, strict: bool, convert: Callabl
             if filtered and any(r.startswith("outside the date window") for r in filtered):
                 detail += "; widen task.start_date / task.end_date or set them to null"
         raise EmptySplitError(task, split, str(path), detail)
+    if filtered:
+        log.info("%s: %s", task, ", ".join(f"{n} of {total} rows {r}" for r, n in filtered.most_common()))
     return problems
 
 
