@@ -114,6 +114,164 @@ def test_sharded_grad_clip_uses_the_global_norm(tmp_path):
     assert expected > 1.0
 
 
+# ---- raw torch FSDP on 2 gloo processes: full-weights gather, save, weight sync (issue 14) -------------------
+# Lightning refuses FSDP on CPU, so these build the module as Lightning's FSDPStrategy does: one FSDP root around
+# the MarsModule, one unit per decoder layer, use_orig_params=True (conf/trainer/fsdp.yaml).
+def _fsdp_team():
+    """Two tiny real-architecture policies (Qwen3 with tied embeddings, Llama) and the tiny tokenizer."""
+    from mars2.agents.models import PolicySpec, build_policy
+    from mars2.agents.tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(["def solve(xs):\n    return sorted(xs)\n", "print(sum(map(int, input().split())))"] * 4,
+                               vocab_size=300)
+    models = {}
+    for pid, arch, seed in (("q", "qwen3", 1), ("l", "llama", 2)):
+        spec = PolicySpec(id=pid, arch=arch, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
+                          intermediate_size=48, seed=seed)
+        models[pid], _ = build_policy(spec, tok)
+    return models, tok
+
+
+def _bump(model: torch.nn.Module, k: float) -> None:
+    """A deterministic change of every weight (stands in for an optimiser step)."""
+    with torch.no_grad():
+        for i, (_, p) in enumerate(sorted(model.named_parameters())):
+            p.add_(k * (i + 1) * 1e-3)
+
+
+def _wrap_fsdp(module: torch.nn.Module) -> torch.nn.Module:
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
+
+    return FSDP(module, auto_wrap_policy=ModuleWrapPolicy({Qwen3DecoderLayer, LlamaDecoderLayer}),
+                use_orig_params=True, device_id=torch.device("cpu"))
+
+
+class FakeEngineBackend:
+    """FAKE rollout engine (tests only) with the real VLLMBackend's sync contract: ``on_policy_updated(pid,
+    module)`` keeps the module and marks it stale; ``weight_sync="eager"`` reads its weights at once, ``lazy``
+    at the next ``generate``. The weights are read with the real backend's `full_state_dict`."""
+
+    def __init__(self, weight_sync: str) -> None:
+        self.weight_sync = weight_sync
+        self.models: dict[str, torch.nn.Module] = {}
+        self.dirty: set[str] = set()
+        self.received: dict[str, dict[str, torch.Tensor]] = {}
+
+    def on_policy_updated(self, pid: str, module: torch.nn.Module) -> None:
+        self.models[pid] = module
+        self.dirty.add(pid)
+        if self.weight_sync == "eager":
+            self._sync(pid)
+
+    def _sync(self, pid: str) -> None:
+        from mars2.agents.vllm_backend import full_state_dict
+
+        self.received[pid] = {k: v.clone() for k, v in full_state_dict(self.models[pid]).items()}
+        self.dirty.discard(pid)
+
+    def generate(self) -> None:
+        for pid in sorted(self.dirty):
+            self._sync(pid)
+
+
+def _fsdp_worker(rank: int, world: int, init: str, out: str) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    from mars2.rl.objective import LossConfig
+    from mars2.training.checkpointing import save_policies
+    from mars2.training.module import MarsModule
+    from mars2.training.strategy import gather_full_state_dict
+
+    # a collective only some ranks enter fails after this timeout instead of hanging the test
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    models, tok = _fsdp_team()
+    module = MarsModule(models, LossConfig(kl_coef=1e-3), {"lr": 1e-3})  # kl_coef > 0: references in the root too
+    root = _wrap_fsdp(module)
+    module.set_wrapped_root(root)
+    # engines live on rank 0 only; one lazy and one eager engine, fed by the same hook
+    engines = {mode: FakeEngineBackend(mode) for mode in ("lazy", "eager")} if rank == 0 else {}
+
+    def hook(pid: str, m: torch.nn.Module) -> None:
+        for engine in engines.values():
+            engine.on_policy_updated(pid, m)
+
+    module.on_policy_updated = hook if engines else None
+    module.publish_weights = True  # the same on every rank
+    res: dict = {"sharded": module._sharded()}
+    res["first_sync"] = module.sync_policies()  # every policy, once
+    for mode, engine in engines.items():
+        res[f"{mode}_before_generate"] = sorted(engine.received)
+        engine.generate()
+        res[f"{mode}_v0"] = {pid: {k: v.tolist() for k, v in sd.items()} for pid, sd in engine.received.items()}
+    # what a gather through the policy module itself (what the engine would do with it) gives: the root unit's
+    # 1-D local shards of its embeddings (cpu_offload=False: torch's CPU offload of CPU tensors crashes)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    direct = get_model_state_dict(models["q"], options=StateDictOptions(full_state_dict=True))
+    res["direct_embed_shape"] = list(direct["model.embed_tokens.weight"].shape)
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with FSDP.summon_full_params(root, writeback=True):  # "train" q on every rank
+        _bump(models["q"], 1.0)
+    module.policy_steps["q"] += 1
+    res["second_sync"] = module.sync_policies()  # only q changed
+    res["third_sync"] = module.sync_policies()  # nothing changed: no collective, nothing published
+    for mode, engine in engines.items():
+        engine.generate()
+        res[f"{mode}_v1"] = {k: v.tolist() for k, v in engine.received["q"].items()}
+        res[f"{mode}_types"] = sorted({type(m).__name__ for m in engine.models.values()})
+    res["gathered_keys"] = sorted(gather_full_state_dict(root, models["l"]))
+    save_policies(models, {pid: tok for pid in models}, Path(out) / "policies", root=root)
+    Path(out, f"{rank}.json").write_text(json.dumps(res))
+    dist.destroy_process_group()
+
+
+def test_fsdp_weight_sync_and_save_gather_full_weights_on_every_rank(tmp_path):
+    """Under FSDP the engine (rank 0 only) receives the full, current weights of each updated policy, with
+    lazy and with eager sync, and no rank runs a collective alone (a deadlock would time out the process
+    group); the policies saved by every rank together reload with from_pretrained and equal the unsharded
+    weights."""
+    import torch.multiprocessing as mp
+    from transformers import AutoModelForCausalLM
+
+    models, _ = _fsdp_team()
+    ref0 = {pid: {k: v.clone() for k, v in m.state_dict().items()} for pid, m in models.items()}
+    _bump(models["q"], 1.0)
+    ref1 = {pid: {k: v.clone() for k, v in m.state_dict().items()} for pid, m in models.items()}
+    assert not torch.equal(ref0["q"]["model.norm.weight"], ref1["q"]["model.norm.weight"])
+    mp.start_processes(_fsdp_worker, args=(2, f"file://{tmp_path}/store", str(tmp_path)), nprocs=2,
+                       join=True, start_method="fork")
+    res = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    assert res[0]["sharded"] and res[1]["sharded"]
+    # the reason for the gather: the policy module under an FSDP root holds shards of its embeddings
+    assert len(res[0]["direct_embed_shape"]) == 1
+    assert res[0]["first_sync"] == res[1]["first_sync"] == ["q", "l"]
+    assert res[0]["second_sync"] == res[1]["second_sync"] == ["q"] and res[0]["third_sync"] == []
+    assert res[0]["eager_before_generate"] == ["l", "q"] and res[0]["lazy_before_generate"] == []
+    for mode in ("lazy", "eager"):
+        assert res[0][f"{mode}_types"] == ["FullWeights"]  # never an FSDP module
+        for pid in ("q", "l"):
+            got = res[0][f"{mode}_v0"][pid]
+            assert set(got) == set(ref0[pid])
+            for k, v in ref0[pid].items():
+                assert torch.equal(torch.tensor(got[k], dtype=v.dtype), v), (mode, pid, k)
+        for k, v in ref1["q"].items():
+            assert torch.equal(torch.tensor(res[0][f"{mode}_v1"][k], dtype=v.dtype), v), (mode, k)
+    assert res[0]["gathered_keys"] == sorted(ref1["l"])
+    for pid in ("q", "l"):
+        folder = tmp_path / "policies" / pid
+        assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+        loaded = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).state_dict()
+        for k, v in ref1[pid].items():
+            assert torch.equal(loaded[k], v), (pid, k)
+
+
 # ---- configs ---------------------------------------------------------------------------------------------------
 def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir

@@ -281,3 +281,40 @@ def restore_metrics_csv(loggers: list[Any], output_dir: str | Path, max_step: in
     if stash.is_file():
         stash.unlink()
     return len(rows)
+
+
+# -- trained policies in the HF format ----------------------------------------------------------------------------
+def save_policies(models: Mapping[str, Any], tokenizers: Mapping[str, Any], folder: str | Path,
+                  root: Any = None) -> list[Path]:
+    """Write each trained policy (weights, config, tokenizer) as an HF folder ``folder/<policy id>`` that
+    ``from_pretrained`` / evaluate.py load like any checkpoint. Returns the folders written (rank 0).
+
+    **Every rank must call this** in a distributed run. ``root`` is the outermost module of the run
+    (``trainer.strategy.model``; `MarsModule.wrapped_root`): when it is FSDP-sharded, each policy's full state
+    dict is gathered collectively on every rank (`gather_full_state_dict`) and rank 0 writes it — calling
+    ``save_pretrained`` on rank 0 alone would run FSDP's state-dict collectives on one rank and hang. Unsharded
+    (single process, DDP) rank 0 writes each policy's own weights. Ends with a barrier, so no rank moves on
+    (or exits) before the files exist."""
+    import torch.distributed as dist
+
+    from mars2.training.strategy import gather_full_state_dict, is_sharded
+
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    sharded = root is not None and is_sharded(root)
+    folder = Path(folder)
+    written = []
+    for pid, model in models.items():
+        state = gather_full_state_dict(root, model) if sharded else None  # collective when sharded
+        if rank != 0:
+            continue
+        target = folder / pid
+        if state is None:
+            model.save_pretrained(target)
+        else:
+            model.save_pretrained(target, state_dict=state)
+        tokenizers[pid].save_pretrained(target)
+        written.append(target)
+    if distributed:
+        dist.barrier()
+    return written

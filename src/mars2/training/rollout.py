@@ -14,7 +14,8 @@ changes throughput, never the experiment, and a resumed or re-sharded run reprod
 (2) at real scale the rollout is vLLM (one engine per policy, on its own GPUs) driven by one process anyway;
 (3) the buffers are consistent by construction (one broadcast per round, no merge order to agree on). The
 cost is that in the HF miniature the other ranks wait during generation. Under FSDP the HF backend needs the
-full weights: the rollout runs inside ``summon_full_params(rank0_only=True)``.
+full weights: the rollout runs inside ``summon_full_params(rank0_only=True)``; an engine with its own weights
+(vLLM) gets them from `MarsModule.sync_policies`, which every rank enters before each rollout and evaluation.
 
 Exact resume: the callback's state (data position, buffers, history, evals, RNG and backend counters) is in
 every checkpoint; at the start of each round the global RNGs are re-seeded from (seed, round), so a round's
@@ -154,8 +155,10 @@ class TreeSearchRollout(pl.Callback):
         on_eval: Callable[[int, dict[str, float]], None] | None = None,
         on_restore: Callable[[list[dict[str, float]], int], None] | None = None,
         progress: Any = None,
+        train_split: str = "train",
     ) -> None:
         super().__init__()
+        self.train_split = train_split
         self.agents = list(agents)
         self.backend = backend
         self.scorer = scorer
@@ -194,6 +197,11 @@ class TreeSearchRollout(pl.Callback):
         return idx
 
     def next_batch(self) -> list[Problem]:
+        if not self.train_problems:  # the loop below would never fill a batch
+            from mars2.resources import SetupError
+
+            raise SetupError(f"the training split {self.train_split!r} has no problems: pick another "
+                             f"train_split or a task whose {self.train_split!r} split is not empty")
         batch = []
         while len(batch) < self.rollout_batch_size:
             order = self._order(self.data_epoch)
@@ -222,6 +230,15 @@ class TreeSearchRollout(pl.Callback):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
         return FSDP.summon_full_params(trainer.model, writeback=False, rank0_only=not all_ranks)
+
+    def sync_policies(self) -> None:
+        """Every rank, before rank 0 generates: the module publishes updated policies to an engine that holds
+        its own weights (`MarsModule.sync_policies`: a collective gather under FSDP, so it must happen here,
+        where all ranks are, and not inside rank 0's generation)."""
+        trainer = self._trainer
+        module = trainer.lightning_module if trainer is not None else None
+        if module is not None and hasattr(module, "sync_policies"):
+            module.sync_policies()
 
     def _reseed(self, round_idx: int) -> None:
         """Global RNGs as a function of (seed, round): nothing in a round depends on draws made before it, so
@@ -257,6 +274,7 @@ class TreeSearchRollout(pl.Callback):
         problems = self.next_batch()  # every rank: the data position stays identical everywhere
         rank, _ = dist_info()
         payload: tuple[list[Sample], dict[str, float]] = ([], {})
+        self.sync_policies()
         with self.full_params():
             if rank == 0:
                 payload = self._rollout(problems, round_idx)
@@ -357,6 +375,7 @@ class TreeSearchRollout(pl.Callback):
         FSDP); the metrics are broadcast so every rank's `evals` agree."""
         rank, _ = dist_info()
         metrics: dict[str, float] = {}
+        self.sync_policies()
         with self.full_params():
             if rank == 0:
                 metrics = self._evaluate(round_idx)
