@@ -938,11 +938,6 @@ class Server:
         want_net = self.cfg.get("network", "auto") != "off"
         root = os.geteuid() == 0
         self._setup_memory_cgroup()
-        for p in _interpreter_dirs():  # a venv under /tmp must survive the private /tmp below
-            try:
-                self.interp_fds[p] = os.open(p, os.O_PATH | os.O_DIRECTORY)
-            except OSError:
-                pass
         if root:
             if want_net:
                 try:
@@ -981,13 +976,22 @@ class Server:
         if self.iso["mountns"]:
             try:
                 mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+                # a venv under /tmp must survive the private /tmp below: opened now, in our mount namespace
+                for p in _interpreter_dirs():
+                    try:
+                        self.interp_fds[p] = os.open(p, os.O_PATH | os.O_DIRECTORY)
+                    except OSError:
+                        pass
                 size = int(self.cfg.get("tmpfs_mb", 64))
                 for d in _world_writable_dirs():
                     mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=1777")
                     self.iso["tmpfs"].append(d)
-                self._restore_hidden_interpreter()
             except OSError as e:
                 notes.append(f"private tmpfs unavailable ({e})")
+            try:
+                self._restore_hidden_interpreter()
+            except OSError as e:
+                notes.append(f"interpreter directories under a private tmpfs stay hidden ({e})")
         if self.userns:
             self._enter_shared_pidns()  # before the root is built: its /proc belongs to that namespace
         if self.iso["mountns"] and self.cfg.get("minimal_root", True):
@@ -1109,6 +1113,12 @@ class Server:
         new = os.path.join(base, ".mars2-root")
         os.mkdir(new, 0o755)
         mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
+        size = int(self.cfg.get("tmpfs_mb", 64))
+        tmpfs = []
+        for d in ("/tmp", "/var/tmp", "/dev/shm"):  # first: an interpreter under /tmp is bound on top below
+            os.makedirs(new + d, mode=0o755, exist_ok=True)
+            mount("tmpfs", new + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=1777")
+            tmpfs.append(d)
         bound: list[str] = []
         for d in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"):
             if os.path.islink(d):
@@ -1119,12 +1129,16 @@ class Server:
         paths = _interpreter_dirs()
         paths = [p for p in paths if p not in bound
                  and not any(p != q and p.startswith(q + "/") for q in paths + bound)]
-        for p in paths:
+        extra = [p for p in sorted({sys.prefix, os.path.dirname(sys.executable)})  # symlinked venv paths
+                 if os.path.isdir(p) and os.path.realpath(p) != p]
+        for p in paths + extra:
+            if p in extra and os.path.exists(new + p):
+                continue
             self._bind(p, new + p)
-        for p in sorted({sys.prefix, os.path.dirname(sys.executable)}):  # symlinked venv paths resolve too
-            if os.path.isdir(p) and os.path.realpath(p) != p and not os.path.exists(new + p):
-                self._bind(p, new + p)
-        os.mkdir(new + "/dev", 0o755)
+            for d in tmpfs:  # cleanup after a run must leave the binds in the private tmpfs alone
+                if p.startswith(d + "/"):
+                    self.protected.add(os.path.join(d, p[len(d) + 1:].split("/")[0]))
+        os.makedirs(new + "/dev", 0o755, exist_ok=True)
         for n in ("null", "zero", "full", "random", "urandom"):
             if os.path.exists("/dev/" + n):
                 self._bind("/dev/" + n, new + "/dev/" + n, readonly=False, dev=True)
@@ -1133,12 +1147,6 @@ class Server:
             os.symlink(target, f"{new}/dev/{n}")
         os.mkdir(new + "/proc", 0o555)
         mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-        size = int(self.cfg.get("tmpfs_mb", 64))
-        tmpfs = []
-        for d in ("/tmp", "/var/tmp", "/dev/shm"):
-            os.makedirs(new + d, mode=0o755, exist_ok=True)
-            mount("tmpfs", new + d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=1777")
-            tmpfs.append(d)
         os.chroot(new)
         os.chdir("/")
         self.iso.update(root="minimal", tmpfs=tmpfs, proc_hidepid=True, exposed=paths)
