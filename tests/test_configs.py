@@ -71,7 +71,7 @@ def test_real_rosters_switch_engine_and_precision(size, first):
     c = compose_cfg([f"model={size}"])
     assert c["rollout"]["backend"] == "vllm"
     assert c["trainer"]["strategy"]["_target_"].endswith("FSDPStrategy")
-    assert c["trainer"]["precision"] == "bf16-true"
+    assert c["trainer"]["precision"].startswith("bf16")
     assert c["search"]["budget"] == 8
     assert c["model"]["policies"][c["model"]["roster"][0]]["hf_id"] == first
     assert c["rl"]["overlong_buffer"] == 2048 and c["rollout"]["max_new_tokens"] == 32768
@@ -89,6 +89,9 @@ def test_real_rosters_switch_engine_and_precision(size, first):
         (["eval.tts_budgets=[0,2]"], "eval.tts_budgets"),
         (["rollout.top_p=1.5"], "rollout.top_p"),
         (["search=t_plus", "search.feedback=vanilla"], "search.feedback"),  # would be silently ignored
+        # the DAPO overlong buffer must fit in the generation budget (issue 14.7: was a traceback after loading)
+        (["model.generation.max_new_tokens=16"], "rl.overlong_buffer"),
+        (["model=14b", "model.generation.overlong_buffer=40000"], "rl.overlong_buffer"),
     ],
 )
 def test_bad_values_name_the_key(overrides, key):
@@ -188,3 +191,61 @@ def test_reward_model_block_is_validated(override, key):
     c = compose_cfg(["experiment=reward_model", override])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(c)
+
+
+@pytest.mark.parametrize("model,n_agents", [("tiny", 2), ("8b", 2), ("14b", 3), ("32b", 2)])
+def test_heterogeneous_team_uses_the_whole_real_roster(model, n_agents):
+    """Issue 14.6: model=14b alone trained 2 of its 3 policies. A heterogeneous team is the model's whole
+    roster unless the model sets `team_size` (tiny: 2 of 3) or paradigm.n_agents is given."""
+    c = compose_cfg([f"model={model}"])
+    assert c["paradigm"]["n_agents"] == n_agents
+    if model != "tiny":
+        assert n_agents == len(c["model"]["roster"])
+    validate_config(c)
+    assert compose_cfg([f"model={model}", "paradigm.n_agents=1"])["paradigm"]["n_agents"] == 1
+    assert compose_cfg([f"model={model}", "paradigm=homogeneous"])["paradigm"]["n_agents"] == 2
+    assert compose_cfg([f"model={model}"], name="evaluate")["paradigm"]["n_agents"] == n_agents
+
+
+def test_cfg_job_resolve_shows_the_14b_team_of_3(tmp_path):
+    """The user's dry run: `python train.py model=14b --cfg job --resolve` prints n_agents: 3."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "model=14b", "--cfg", "job", "--resolve"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    paradigm = OmegaConf.create(p.stdout)["paradigm"]
+    assert paradigm["n_agents"] == 3 and paradigm["name"] == "heterogeneous"
+
+
+def test_engine_placement_plan():
+    """Issue 14.4: one consecutive slice of GPUs per policy, in team order; too few GPUs is one line."""
+    from mars2.agents.placement import PlacementError, engine_placement, visible_device_ids
+
+    assert engine_placement(["a", "b", "c"], {"a": 2, "b": 2, "c": 2}, 8) == {"a": [0, 1], "b": [2, 3], "c": [4, 5]}
+    assert engine_placement(["x", "y"], {"x": 4, "y": 4}, 8) == {"x": [0, 1, 2, 3], "y": [4, 5, 6, 7]}
+    assert engine_placement(["x"], {}, 1) == {"x": [0]}  # gpus missing: 1
+    with pytest.raises(PlacementError, match=r"need 8 GPU\(s\) \(x: 4, y: 4.*6 visible"):
+        engine_placement(["x", "y"], {"x": 4, "y": 4}, 6)
+    assert visible_device_ids([2, 3], "") == "2,3"
+    assert visible_device_ids([1, 2], "4,5,6") == "5,6"
+    assert visible_device_ids([0], "GPU-aa, GPU-bb") == "GPU-aa"
+    with pytest.raises(PlacementError):
+        visible_device_ids([3], "0,1")
+
+
+def test_memory_plan_hand_computed():
+    """Two 1e9-parameter policies, 1 GPU each, FSDP over 2 GPUs: training state 16 B/param × 2e9 / 2 GPUs
+    = 14.90 GiB per GPU; engine weights 2 B/param = 1.86 GiB; KV 1000 tokens × 1 MiB = 0.98 GiB; +8 headroom."""
+    from mars2.agents.placement import GIB, PolicyShape, memory_plan
+
+    shape = PolicyShape(params=1e9, kv_bytes_per_token=1 << 20, gpus=1)
+    plan = memory_plan({"a": shape, "b": shape}, gpu_gib=80, kv_tokens=1000, headroom_gib=8)
+    g0 = plan["per_gpu"][0]
+    assert g0["train_state"] == pytest.approx(16e9 / GIB)
+    assert g0["engine_weights"] == pytest.approx(2e9 / GIB)
+    assert g0["kv_cache"] == pytest.approx(1000 * 2**20 / GIB)
+    assert g0["total"] == pytest.approx((16e9 + 2e9 + 1000 * 2**20) / GIB + 8)
+    assert plan["placement"] == {"a": [0], "b": [1]} and plan["fits"]
+    assert not memory_plan({"a": shape, "b": shape}, gpu_gib=20, kv_tokens=1000)["fits"]

@@ -249,8 +249,11 @@ def test_resolve_config_takes_model_from_the_run(tmp_path):
     assert c["task"] == {"name": "humaneval"}  # the command line names the task: it wins
     from mars2.resources import SetupError
 
-    with pytest.raises(SetupError, match="not a finished train.py run dir"):
+    with pytest.raises(SetupError, match="not a train.py run dir"):
         resolve_config(OmegaConf.create({"ckpt": str(tmp_path)}))
+    (run_dir / "policies").rmdir()  # neither policies/ nor a checkpoint: nothing to evaluate
+    with pytest.raises(SetupError, match="no trained weights"):
+        resolve_config(cfg, overrides=[f"ckpt={run_dir}"])
 
 
 def _run_cli(args, tmp_path, timeout=600):
@@ -332,7 +335,8 @@ def test_served_backend_skips_policies_and_goes_through_build_backend(tmp_path, 
     def no_policies(*a, **k):
         raise AssertionError("build_policies must not run for a served model")
 
-    def fake_backend(cfg, models, tokenizers, seed):
+    def fake_backend(cfg, models, tokenizers, seed, for_training=True):
+        assert for_training is False  # evaluate.py's call: an openai backend refuses training
         calls.setdefault("backend", []).append((cfg["rollout"]["backend"], dict(models), seed))
         return FakeBackend([P, H, F])
 

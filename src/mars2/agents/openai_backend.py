@@ -99,6 +99,9 @@ class OpenAIBackend:
         self.tokens_generated = 0
         self.retries = 0  # failed attempts that were retried, over the backend's life
 
+    def close(self) -> None:
+        """Nothing to release (one HTTP connection per request); same interface as `VLLMBackend.close`."""
+
     # -- public ------------------------------------------------------------------------------------------------
     def model_for(self, policy_id: str) -> str:
         """The served model name that answers for ``policy_id``."""

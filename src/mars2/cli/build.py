@@ -80,9 +80,11 @@ def build_policies(
     sandbox: Any,
     weights_dir: Path | None = None,
     progress: bool = True,
+    warm: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Build (and warm-start, cached) every policy of the team. With ``weights_dir`` (a finished run's
-    `policies/` folder) the trained weights are loaded from there instead, in the real HF format."""
+    `policies/` folder) the trained weights are loaded from there instead, in the real HF format.
+    ``warm=False``: no warm start (the caller loads trained weights into the modules, e.g. a checkpoint's)."""
     from mars2.agents.models import PolicySpec, build_policy, ensure_pad_token
 
     model_cfg = cfg["model"]
@@ -109,7 +111,7 @@ def build_policies(
             ensure_pad_token(tok, pid)
         except ValueError as e:
             raise SetupError(str(e)) from None
-        if weights_dir is None and model_cfg.get("scale") == "mini":
+        if weights_dir is None and warm and model_cfg.get("scale") == "mini":
             from mars2.training.warm_start import WarmStartConfig, warm_start
 
             ws = {**model_cfg.get("warm_start_defaults", {}), **spec_d.get("warm_start", {})}

@@ -79,8 +79,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     overrides = hydra_overrides()
     try:
         c = resolve_config(cfg, overrides)
-        weights_dir = Path(c["ckpt"]) / "policies" if c.get("ckpt") else None
-        return evaluate(c, weights_dir, overrides)
+        weights_dir, checkpoint = trained_weights(Path(c["ckpt"])) if c.get("ckpt") else (None, None)
+        return evaluate(c, weights_dir, overrides, checkpoint=checkpoint)
     except (ConfigError, SetupError, TaskDataError, OmegaConfBaseException) as e:
         print(f"mars2: {e}", file=sys.stderr)
         sys.exit(2)
@@ -99,8 +99,9 @@ def resolve_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, 
     if c.get("ckpt"):
         run = Path(str(c["ckpt"]))
         saved = run / ".hydra" / "config.yaml"
-        if not saved.is_file() or not (run / "policies").is_dir():
-            raise SetupError(f"ckpt={run} is not a finished train.py run dir (expected {saved} and {run / 'policies'}/)")
+        if not saved.is_file():
+            raise SetupError(f"ckpt={run} is not a train.py run dir (expected {saved})")
+        trained_weights(run)  # policies/ of a finished run, or the last checkpoint of a killed one
         train_c = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
         given = {o.lstrip("+~").split("=", 1)[0].split(".", 1)[0].split("@", 1)[0] for o in overrides}
         for key in FROM_RUN:
@@ -108,6 +109,51 @@ def resolve_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, 
                 continue
             c[key] = train_c[key]
     return OmegaConf.to_container(OmegaConf.create(c), resolve=True)
+
+
+def trained_weights(run: Path) -> tuple[Path | None, Path | None]:
+    """What to evaluate in a train.py run dir: ``(policies_dir, None)`` for a finished run (its saved HF
+    policies), else ``(None, checkpoint)`` for a killed or still-running one: its last complete checkpoint
+    (``checkpoints/last.ckpt``, else the newest ``roundNNNN.ckpt``). Neither: SetupError."""
+    from mars2.training.checkpointing import find_resume_checkpoint
+
+    if (run / "policies").is_dir():
+        return run / "policies", None
+    try:
+        ckpt = find_resume_checkpoint(str(run), run)
+    except SetupError:
+        ckpt = None
+    if ckpt is None:
+        raise SetupError(f"ckpt={run}: no trained weights (neither {run / 'policies'}/ of a finished run nor a "
+                         f"checkpoint in {run / 'checkpoints'}/)")
+    return None, Path(ckpt)
+
+
+def load_checkpoint_policies(models: dict[str, Any], checkpoint: Path) -> int:
+    """Load the policies' weights of a training checkpoint (`MarsModule` state: ``policies.<id>.<param>``)
+    into ``models``, built from the run's own model config. Returns the rounds the checkpoint had done."""
+    import torch
+
+    if checkpoint.is_dir():
+        raise SetupError(f"{checkpoint} is a sharded (FSDP) checkpoint; evaluate a finished run's policies/ or "
+                         f"consolidate it first (torch.distributed.checkpoint.format_utils.dcp_to_torch_save)")
+    try:
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = ck["state_dict"]
+    except Exception as e:  # noqa: BLE001 - a truncated / foreign file: one line
+        raise SetupError(f"cannot read the checkpoint {checkpoint}: {type(e).__name__}: {e}") from None
+    for pid, model in models.items():
+        prefix = f"policies.{pid}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            raise SetupError(f"{checkpoint} holds no weights for policy {pid} (has "
+                             f"{sorted({k.split('.')[1] for k in state if k.startswith('policies.')})})")
+        missing, unexpected = model.load_state_dict(sub, strict=False)
+        tied = {k for k in missing if k.endswith("lm_head.weight")}  # tied to the embeddings
+        if set(missing) - tied or unexpected:
+            raise SetupError(f"{checkpoint}: policy {pid} does not match the run's model "
+                             f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    return int(ck.get("epoch", -1)) + 1
 
 
 def _load_reward_model(ev: dict[str, Any]):
@@ -126,11 +172,16 @@ def _load_reward_model(ev: dict[str, Any]):
         raise SetupError(f"eval.reward_model={p}: {e}") from None
 
 
-def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[str] = ()) -> dict[str, float]:
+def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[str] = (),
+             checkpoint: Path | None = None) -> dict[str, float]:
+    """Evaluate the team of ``c``: trained HF policies from ``weights_dir``, or the policies of ``c["model"]``
+    with the weights of a training ``checkpoint`` (a killed run), or as configured (neither)."""
     import torch
 
     from mars2.agents.team import team_policies
-    from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, make_team, preflight, search_config
+    from mars2.cli.build import (
+        build_backend, build_policies, build_sandbox, close_backend, load_problems, make_team, preflight, search_config,
+    )
     from mars2.evaluation import DiversityConfig, aggregate_seeds, run_evaluation
     from mars2.search.serialize import tree_to_dict
     from mars2.tracking.records import config_summary, git_sha, write_json_atomic
@@ -177,19 +228,27 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
         tokenizers: dict[str, Any] = {}
         if not served:
             if weights_dir is None and c["model"].get("scale") == "mini" and "warmup" not in problems:
-                raise SetupError(f"model={c['model']['name']} is warm-started on the task's warmup split, and task "
-                                 f"{c['task']['name']} has none: evaluate a trained run (ckpt=...) instead")
+                what = "its checkpoint's weights need the run's tiny tokenizer, built" if checkpoint else "is warm-started"
+                raise SetupError(f"model={c['model']['name']} {what} on the task's warmup split, and task "
+                                 f"{c['task']['name']} has none: evaluate a trained run (ckpt=...) on its own task")
             models, tokenizers, _ = build_policies(c, team_policies(agents), problems, sandbox,
-                                                   weights_dir=weights_dir)
+                                                   weights_dir=weights_dir, warm=checkpoint is None)
+            if checkpoint is not None:
+                rounds_done = load_checkpoint_policies(models, checkpoint)
+                print(f"mars2: {c['ckpt']} has no policies/ (killed or still running): evaluating its last "
+                      f"checkpoint {checkpoint} (after {rounds_done} round(s))", file=sys.stderr)
         for seed in seeds:
             torch.manual_seed(seed)
-            backend = build_backend(c, models, tokenizers, seed=seed)
-            r = _with_progress(lambda progress: run_evaluation(
-                backend, sandbox, agents, test, search, budget=budget, mode=ev["mode"],
-                pass1_samples=int(ev["pass1_samples"]), tts_budgets=list(ev["tts_budgets"]),
-                seed=seed + 7919,  # the training callback's evaluation seed offset
-                progress=progress, reward_model=reward_model, rm_mode=rm_mode, diversity=diversity,
-            ), f"seed {seed}", len(test) * budget * (1 if ev["mode"] == "system" else len(agents)))
+            backend = build_backend(c, models, tokenizers, seed=seed, for_training=False)
+            try:
+                r = _with_progress(lambda progress: run_evaluation(
+                    backend, sandbox, agents, test, search, budget=budget, mode=ev["mode"],
+                    pass1_samples=int(ev["pass1_samples"]), tts_budgets=list(ev["tts_budgets"]),
+                    seed=seed + 7919,  # the training callback's evaluation seed offset
+                    progress=progress, reward_model=reward_model, rm_mode=rm_mode, diversity=diversity,
+                ), f"seed {seed}", len(test) * budget * (1 if ev["mode"] == "system" else len(agents)))
+            finally:  # vLLM: engines shut down and exported weights removed, also when the evaluation fails
+                close_backend(backend)
             results.append(r)
             trees_path = out / "trees" / f"seed{seed}.json"
             trees_path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +257,7 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
         sandbox.close()
     flat, detail = aggregate_seeds(results)
     summary = {**config_summary({**c, "rl": {"loss": None, "shaping": None}, "search": ev["search"]}),
-               "ckpt": c.get("ckpt"), "eval_mode": ev["mode"], "n_problems": len(test), "split": split,
+               "ckpt": c.get("ckpt"), "checkpoint": str(checkpoint) if checkpoint else None, "eval_mode": ev["mode"], "n_problems": len(test), "split": split,
                "rollout": c["rollout"]["backend"], "selection": results[0].selection, "seeds": seeds,
                "diversity_extra_probes": diversity.extra_probes if diversity.enabled else None}
     record = {
