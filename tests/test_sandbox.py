@@ -82,27 +82,21 @@ def test_timeout_is_per_test_and_bounded(sb):
     assert statuses(ev.public) == ["passed", "timeout"]
     assert statuses(ev.hidden) == ["passed"] * 3  # the run continues in a fresh child after the timeout
     assert ev.public.verdicts[1].error == f"Time limit exceeded ({TIMEOUT} s)."
-    assert TIMEOUT <= dt < TIMEOUT + 1.5
+    assert dt >= TIMEOUT  # a timeout never comes early (no upper bound: the suite must pass on slow machines)
 
 
 def test_infinite_loop_every_test_and_early_stop(sb):
     prog = "def add(a, b):\n    while True:\n        pass\n"
-    t = time.monotonic()
     res = sb.run(prog, ADD, ADD.public_tests)
     assert statuses(res) == ["timeout", "timeout"]
-    assert time.monotonic() - t < 2 * TIMEOUT + 1.5
-    t = time.monotonic()
     res = sb.run(prog, ADD, ADD.all_tests, stop_on_first_failure=True)
     assert statuses(res) == ["timeout"]  # verdicts end at the first failure
-    assert time.monotonic() - t < TIMEOUT + 1.0
 
 
 def test_timeout_while_loading(sb):
-    t = time.monotonic()
     res = sb.run("while True:\n    pass\n", ADD, ADD.all_tests)
     assert statuses(res) == ["timeout"] * 5  # one load timeout covers every test, not 5 timeouts
-    assert "while loading" in res.verdicts[0].error
-    assert time.monotonic() - t < TIMEOUT + 1.0
+    assert all("while loading" in v.error for v in res.verdicts)
 
 
 def test_syntax_error(sb):
@@ -276,20 +270,29 @@ def test_fresh_process_per_test_mode():
 
 
 def test_evaluate_many_keeps_order_and_is_concurrent():
-    p = fn_problem([([], 0)])
-    progs = [f"import time\ndef f():\n    time.sleep(0.25)\n    return {k % 2}" for k in range(6)]
-    with Sandbox(timeout_s=2.0, workers=2) as two, Sandbox(timeout_s=2.0, workers=1) as one:
-        two.evaluate_many([(p, "def f(): return 0")] * 2)  # start the servers before timing
-        one.evaluate_many([(p, "def f(): return 0")])
-        t = time.monotonic()
-        ev2 = two.evaluate_many([(p, prog) for prog in progs])
-        t2 = time.monotonic() - t
-        t = time.monotonic()
-        ev1 = one.evaluate_many([(p, prog) for prog in progs])
-        t1 = time.monotonic() - t
-    assert [e.public_pass for e in ev2] == [k % 2 == 0 for k in range(6)]
-    assert [e.public_pass for e in ev1] == [k % 2 == 0 for k in range(6)]
-    assert t1 >= 6 * 0.25 and t2 < 0.75 * t1
+    """Order is kept, and two workers really run at the same time: each program reports when it ran
+    (CLOCK_MONOTONIC is the host's inside the sandbox), and with 2 workers some runs overlap, with 1 none
+    does. No wall-time thresholds: the intervals are compared with each other."""
+    p = fn_problem([([], -1)])
+    progs = [f"import time\ndef f():\n    t = time.monotonic()\n    time.sleep(0.3)\n    return [{k}, t, time.monotonic()]"
+             for k in range(6)]
+
+    def spans(evs):
+        out = []
+        for e in evs:
+            k, t0, t1 = eval(e.public.verdicts[0].actual.split(" (type")[0])  # noqa: S307 - our own output
+            out.append((k, t0, t1))
+        return out
+
+    def overlapping(sp):
+        return sum(1 for i, a in enumerate(sp) for b in sp[i + 1:] if a[1] < b[2] and b[1] < a[2])
+
+    with Sandbox(timeout_s=10.0, workers=2) as two, Sandbox(timeout_s=10.0, workers=1) as one:
+        s2 = spans(two.evaluate_many([(p, prog) for prog in progs]))
+        s1 = spans(one.evaluate_many([(p, prog) for prog in progs]))
+    assert [k for k, _, _ in s2] == list(range(6)) and [k for k, _, _ in s1] == list(range(6))
+    assert overlapping(s1) == 0
+    assert overlapping(s2) >= 1
 
 
 def test_config_validation_and_overrides():
@@ -367,13 +370,11 @@ def test_feedback_length_cap():
 def test_max_timeouts_skips_the_rest():
     prog = "def add(a, b):\n    while True:\n        pass\n"
     with Sandbox(timeout_s=0.3, workers=1, max_timeouts=1) as s:
-        t = time.monotonic()
         ev = s.evaluate(ADD, prog)
-        dt = time.monotonic() - t
     assert statuses(ev.public) == ["timeout", "timeout"] and statuses(ev.hidden) == ["timeout"] * 3
     assert ev.public.verdicts[0].error == "Time limit exceeded (0.3 s)."
     assert ev.public.verdicts[1].error == "Not run: 1 earlier tests timed out."
-    assert dt < 0.3 + 1.0  # one timeout, not five
+    assert all(v.error.startswith("Not run") for v in ev.public.verdicts[1:] + ev.hidden.verdicts)  # one timeout run
 
 
 def test_server_death_is_survived():
@@ -383,10 +384,27 @@ def test_server_death_is_survived():
         s._workers[0].proc.wait()
         assert s.evaluate(ADD, "def add(a, b):\n    return a + b\n").all_pass
         # ... and if it dies during a run, that run's tests get a runtime error, and the next one works
+        import os
         import threading
         w = s._workers[0]
-        threading.Timer(0.2, lambda: w.proc.kill()).start()
-        res = s.run("import time\ndef add(a, b):\n    time.sleep(0.4)\n    return a + b\n", ADD, ADD.public_tests)
+        pid = w.proc.pid
+
+        def kill_when_running() -> None:  # not on a timer: only once the program runs (a child exists)
+            for _ in range(2000):
+                try:
+                    kids = [c for t in os.listdir(f"/proc/{pid}/task")
+                            for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+                except OSError:
+                    return
+                if kids:
+                    w.proc.kill()
+                    return
+                time.sleep(0.005)
+        killer = threading.Thread(target=kill_when_running)
+        killer.start()
+        res = s.run("import time\ndef add(a, b):\n    time.sleep(5)\n    return a + b\n", ADD, ADD.public_tests,
+                    )
+        killer.join()
         assert statuses(res) == ["runtime_error"] * 2 and "SandboxError" in res.verdicts[0].error
         assert s.evaluate(ADD, "def add(a, b):\n    return a + b\n").all_pass
 
