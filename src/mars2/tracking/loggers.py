@@ -7,6 +7,8 @@
   with the job's status; at the end a table of sampled tree nodes and the final metrics in the summary.
 - MLflow (:class:`Mars2MLFlowLogger`) on a sqlite store: flattened config as params, metrics, and at the end
   the artifacts `results.json`, `metrics.csv`, the resolved config, this run's plots and the node table.
+- the per-round log lines (:class:`mars2.tracking.progress.RoundLogLogger`) of a training run: one INFO line
+  per round in ``train.log`` (and on stdout when it is not a terminal).
 - Optuna pruning (:class:`mars2.tracking.pruning.OptunaPruning`) when the mars2_optuna sweeper launched this
   job (it sets ``MARS2_OPTUNA_*`` in the job's environment).
 
@@ -88,6 +90,9 @@ class Mars2WandbLogger(WandbLogger):
         self.tree_table_rows = int(tree_table_rows)
         self._mode_before = os.environ.get("WANDB_MODE")
         super().__init__(**kwargs)
+        # Lightning always passes anonymous=None to wandb.init, and wandb warns that "the anonymous setting has
+        # no effect" for any value it is given: leave it out.
+        self._wandb_init.pop("anonymous", None)
 
     def tracking_ids(self) -> dict[str, Any]:
         return {"wandb": self._id, "wandb_project": self._project, "wandb_group": self._wandb_init.get("group"),
@@ -157,7 +162,29 @@ class Mars2MLFlowLogger(MLFlowLogger):
         # Map characters MLflow rejects to "_" ourselves: Lightning would silently drop them
         # ("solver@qwen3_a" → "solverqwen3_a"), which reads worse and can merge distinct names.
         clean = {"".join(ch if ch in _MLFLOW_SAFE else "_" for ch in k): v for k, v in metrics.items()}
+        if getattr(self, "_mars2_resumed", False) and step is not None:
+            clean = self._not_yet_logged(clean, int(step))
+            if not clean:
+                return
         super().log_metrics(clean, step)
+
+    def _not_yet_logged(self, metrics: dict[str, float], step: int) -> dict[str, float]:
+        """On a resumed MLflow run: drop the (metric, step) pairs the interrupted run already logged. The round
+        that was running at the kill is redone from the checkpoint and logged again at the same step; MLflow
+        would keep both values (two points at one step). A resumed round equals the uninterrupted one
+        (training reseeds every round), so the first value stands. The run's history is read once per metric."""
+        seen: dict[str, set[int]] = self.__dict__.setdefault("_mars2_logged_steps", {})
+        out = {}
+        for k, v in metrics.items():
+            if k not in seen:
+                try:
+                    seen[k] = {int(m.step) for m in self.experiment.get_metric_history(self.run_id, k)}
+                except Exception:  # unreachable store: log it (a duplicate is better than a hole)
+                    seen[k] = set()
+            if step not in seen[k]:
+                out[k] = v
+                seen[k].add(step)
+        return out
 
     def tracking_ids(self) -> dict[str, Any]:
         return {"mlflow": self.run_id, "mlflow_experiment_id": self.experiment_id, "mlflow_tracking_uri": self._tracking_uri}
@@ -188,6 +215,10 @@ def build_loggers(c: Mapping[str, Any]) -> list[Any]:
     """Instantiate every logger of the `logger` group (plus Optuna pruning under the mars2_optuna sweeper)."""
     from hydra.utils import instantiate
 
+    from mars2.cli.quiet import drop_lightning_console, quiet_progress_bars
+
+    drop_lightning_console()  # lightning is imported by now: its own console handler doubled every INFO line
+    quiet_progress_bars()
     out = Path(c["paths"]["output_dir"])
     previous = read_tracking_ids(resume_dir(c))
     loggers = []
@@ -218,6 +249,14 @@ def build_loggers(c: Mapping[str, Any]) -> list[Any]:
             continue
         lg._mars2_run_dir = out
         lg._mars2_resumed = resumed
+        loggers.append(lg)
+    if "rounds" in c and "resume" in c:  # a training run (train.py's config): one log line per round
+        from mars2.tracking.progress import RoundLogLogger
+
+        ev = c.get("eval") or {}
+        lg = RoundLogLogger(rounds=int(c["rounds"]), eval_every=int(ev.get("every", 1) or 1),
+                            eval_at_start=bool(ev.get("at_start", True)))
+        lg._mars2_run_dir = None  # nothing to finish but its pending line (finalize)
         loggers.append(lg)
     from mars2.tracking.pruning import OptunaPruning
 
