@@ -41,36 +41,135 @@ def hydra_overrides() -> list[str]:
 
 
 def run_train(cfg: DictConfig) -> float | None:
-    """Entry used by train.py. Bad configs and missing resources end with one clear line and exit code 2
-    (inside a ``-m`` sweep: FAILED.json + a failed job, and the sweep goes on — see `fail_job`); any other
-    failure is recorded in results.json (status failed, FAILED.json) before it propagates."""
+    """Entry used by train.py. Bad configs and missing resources end with one clear line and exit code 2.
+    Inside a ``-m`` sweep a job that fails (bad config, missing resources, or a crash) leaves FAILED.json and
+    results.json (status failed) in its run dir, prints one line and returns None, so the sweep goes on and
+    ends with `SweepSummary`'s one line per failed job instead of Hydra re-raising the first failure as a
+    traceback. Optuna's TrialPruned still propagates (the sweeper records the trial as pruned)."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from mars2.tracking.records import fail_job
+    from mars2.tracking.records import JobFailed, fail_job, in_multirun
 
+    multirun = in_multirun()
+    if not multirun:
+        refuse_sweep_without_multirun(hydra_overrides())
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        validate_config(resolved)
-    except (ConfigError, OmegaConfBaseException) as e:
-        fail_job(f"config error: {e}")
-    try:
-        return train(resolved, cfg)
-    except SetupError as e:
-        fail_job(str(e))
+        try:
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            validate_config(resolved)
+        except (ConfigError, OmegaConfBaseException) as e:
+            fail_job(f"config error: {e}")
+        try:
+            return train(resolved, cfg)
+        except RunDirInUse as e:  # never write into the run dir we refuse to touch
+            print(f"mars2: {e}", file=sys.stderr)
+            if multirun:
+                return None
+            sys.exit(2)
+        except SetupError as e:
+            fail_job(str(e))
+    except JobFailed:  # fail_job printed the line and wrote FAILED.json
+        return None
+    except Exception as e:
+        if not multirun or type(e).__name__ == "TrialPruned":
+            raise
+        print(f"mars2: job failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              f"(traceback in {job_dir_hint()}/FAILED.json)", file=sys.stderr)
+        return None
+
+
+def job_dir_hint() -> str:
+    from mars2.tracking.records import hydra_output_dir
+
+    return str(hydra_output_dir() or "<run dir>")
+
+
+def refuse_sweep_without_multirun(overrides: list[str]) -> None:
+    """``+sweep=X`` without ``-m`` would run one job of the sweep file's defaults (its parameter lists are
+    only read by a sweeper): say so and exit 2."""
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key == "sweep" and value and not o.startswith("~"):
+            print(f"mars2: {o} is a sweep: add -m to run its jobs (python train.py -m {o}); without -m only one "
+                  f"job with the defaults would run", file=sys.stderr)
+            sys.exit(2)
+
+
+PREVIOUS_RUN = ("checkpoints", "policies", "trees", "results.json")
+
+
+def previous_run_files(out: Path) -> list[str]:
+    """What a train.py run left in ``out`` that a fresh run would overwrite or mix with: checkpoints, saved
+    policies, trees, or a results.json that is more than a start-up failure (status failed with nothing
+    trained). Empty: the dir is new (Hydra's .hydra/ and logs do not count)."""
+    import json
+
+    found = []
+    for name in PREVIOUS_RUN:
+        p = out / name
+        if name == "results.json":
+            if not p.is_file():
+                continue
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, ValueError):
+                data = {}
+            if isinstance(data, dict) and data.get("status") == "failed" and not data.get("evals"):
+                continue  # a run that never started (config error, missing weights): nothing to lose
+            found.append(name)
+        elif p.is_dir() and any(p.iterdir()):
+            found.append(name + "/")
+    return found
+
+
+def refuse_overwrite(c: dict[str, Any], out: Path, cfg: DictConfig | None) -> None:
+    """A fresh run (``resume`` null) into a run dir that already holds a run: SetupError (one line) unless
+    ``overwrite=true``. Rank 0 only (other ranks start after rank 0 has written its own files)."""
+    if c.get("resume") not in (None, "", "null", "None", False):
+        return
+    if overwrite_requested(c, cfg):
+        return
+    found = previous_run_files(out)
+    if found:
+        raise RunDirInUse(
+            f"{out} already holds a run ({', '.join(found)}): continue it with resume=auto "
+            f"(hydra.run.dir={out} resume=auto), pick a new dir, or pass overwrite=true to start it over")
+
+
+def overwrite_requested(c: dict[str, Any], cfg: DictConfig | None) -> bool:
+    """``overwrite=true`` (conf/train.yaml's ``overwrite``; read with a default so that a config without
+    the key means false)."""
+    if cfg is not None:
+        return bool(OmegaConf.select(cfg, "overwrite", default=False))
+    return bool(c.get("overwrite", False))
+
+
+class RunDirInUse(SetupError):
+    """A fresh run would overwrite an existing run dir (19.4)."""
 
 
 def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     from mars2.cli.build import make_team, preflight
 
     agents = make_team(c)
-    preflight(c, agents)  # real-scale runs stop here with a clear message if weights/GPUs are missing
+    # before any model loads: weights / GPUs / vLLM of real-scale runs, a trainer this machine can run
+    preflight(c, agents, training=True)
+    from mars2.training.strategy import global_rank_from_env
+
+    out = Path(c["paths"]["output_dir"])
+    # Distributed runs (trainer=ddp/fsdp) start this function once per rank; only rank 0 writes run files.
+    rank0 = global_rank_from_env() == 0
+    if rank0:  # before anything is loaded or written: an existing run is never overwritten silently
+        refuse_overwrite(c, out, cfg)
 
     import lightning.pytorch as pl
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mars2.agents.team import team_policies
-    from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, pick, search_config
+    from mars2.cli.build import (
+        build_backend, build_policies, build_sandbox, close_backend, load_problems, pick, search_config,
+    )
     from mars2.rl.buffers import PolicyBuffers
     from mars2.rl.objective import LossConfig
     from mars2.rl.samples import SampleConfig
@@ -80,16 +179,15 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     from mars2.training import checkpointing as ckpting
     from mars2.training.module import MarsModule
     from mars2.training.rollout import TreeSearchRollout
-    from mars2.training.strategy import build_strategy, global_rank_from_env
+    from mars2.training.strategy import build_strategy
 
-    out = Path(c["paths"]["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     done = completed_run(out) if c.get("resume") == "auto" else None
     if done is not None:  # a rerun of a finished sweep (e.g. the study) skips the jobs that completed
         log.info("%s: already completed; nothing to resume (delete results.json to train again)", out)
         return (done.get("final") or {}).get("eval/pass1")
-    # Distributed runs (trainer=ddp/fsdp) start this function once per rank; only rank 0 writes run files.
-    rank0 = global_rank_from_env() == 0
+    if rank0 and not c.get("resume") and overwrite_requested(c, cfg):
+        clear_previous_run(out)
     if cfg is not None and rank0:
         print_config(cfg)
     ckpt_path = resolve_resume(c.get("resume"), out)
@@ -104,6 +202,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     pl.seed_everything(int(c["seed"]), workers=True, verbose=False)
     loggers = []
     sandbox = None
+    backend = None
     try:
         problems = load_problems(c)
         log.info("problems: %s", {k: len(v) for k, v in problems.items()})
@@ -119,7 +218,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         if hasattr(backend, "on_policy_updated"):  # vLLM: sync the engine after each optimiser step of a policy
             module.on_policy_updated = backend.on_policy_updated
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
-        pad_ids = {pid: int(tokenizers[pid].pad_token_id) for pid in policy_ids}
+        pad_ids = {pid: pad_id(tokenizers[pid], pid) for pid in policy_ids}
         sample_cfg = pick(
             SampleConfig, rl, max_new_tokens=int(c["rollout"]["max_new_tokens"]),
             overlong_buffer=int(rl["overlong_buffer"]),
@@ -174,8 +273,38 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         raise
     finally:
         finish_loggers(loggers)
+        if backend is not None:  # vLLM: engines shut down, exported weights (/tmp/mars2-vllm-*) removed
+            close_backend(backend)
         if sandbox is not None:
             sandbox.close()
+
+
+def pad_id(tokenizer: Any, pid: str) -> int:
+    """The id training batches are padded with: the tokenizer's pad token, else its eos (Llama-3 style
+    tokenizers have no pad token); neither is a SetupError naming the policy."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if isinstance(tid, (list, tuple)):
+            tid = tid[0] if tid else None
+        if tid is not None:
+            return int(tid)
+    raise SetupError(f"policy {pid}: its tokenizer has neither a pad nor an eos token; set one in its "
+                     f"tokenizer_config.json")
+
+
+def clear_previous_run(out: Path) -> None:
+    """``overwrite=true``: remove the previous run's checkpoints, policies, trees and records, so the new run
+    does not mix with them (the dir's .hydra/ is the new run's own)."""
+    import shutil
+
+    for name in (*PREVIOUS_RUN, "FAILED.json", "metrics.csv", "logger_ids.json"):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+    if any((out / n).exists() for n in PREVIOUS_RUN):
+        raise SetupError(f"overwrite=true: could not clear {out}")
+    log.info("overwrite=true: cleared the previous run in %s", out)
 
 
 def completed_run(out: Path) -> dict[str, Any] | None:
@@ -247,3 +376,54 @@ def summarise(data: dict[str, Any]) -> None:
             table.add_row(key, f"{first.get(key, float('nan')):.3f}", f"{last[key]:.3f}")
     table.add_row("wall s", "", f"{data.get('wall_s', 0):.0f}")
     Console(stderr=True).print(table)
+
+
+try:  # Hydra is a dependency of the CLI; the callback base is only needed when Hydra loads this callback
+    from hydra.experimental.callback import Callback as _HydraCallback
+except Exception:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[misc,assignment]
+
+
+class SweepSummary(_HydraCallback):
+    """Hydra callback (``hydra.callbacks.sweep_summary._target_: mars2.cli.train.SweepSummary``): at the end of
+    a ``-m`` sweep, one line per failed job (its FAILED.json) and a summary; exit code 1 when a job failed.
+    The jobs themselves return normally after recording their failure (`run_train`), so Hydra does not end the
+    sweep by re-raising the first failure as a traceback."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir", default=".")))
+        lines, n_failed, n_jobs = sweep_report(sweep_dir)
+        if not n_jobs:
+            return
+        for line in lines:
+            print(line, file=sys.stderr)
+        if n_failed:
+            sys.exit(1)
+
+
+def sweep_report(sweep_dir: Path) -> tuple[list[str], int, int]:
+    """(lines, failed jobs, jobs) of the sweep in ``sweep_dir``: one line per job dir with a FAILED.json
+    (its error's first line), then ``mars2: sweep <dir>: N job(s), K failed``."""
+    import json
+
+    jobs = sorted({p.parent.parent for p in sweep_dir.glob("*/.hydra/config.yaml")}, key=_job_order)
+    lines = []
+    failed = 0
+    for job in jobs:
+        marker = job / "FAILED.json"
+        if not marker.is_file():
+            continue
+        failed += 1
+        try:
+            error = str(json.loads(marker.read_text()).get("error") or "failed")
+        except (OSError, ValueError):
+            error = "failed (unreadable FAILED.json)"
+        lines.append(f"mars2: FAILED {job.name}: {error.splitlines()[0] if error else 'failed'}")
+    lines.append(f"mars2: sweep {sweep_dir}: {len(jobs)} job(s), {failed} failed"
+                 + (" (details in each job's FAILED.json)" if failed else ""))
+    return lines, failed, len(jobs)
+
+
+def _job_order(p: Path) -> tuple[int, str]:
+    head = p.name.split("_", 1)[0]
+    return (int(head), p.name) if head.isdigit() else (1 << 30, p.name)
