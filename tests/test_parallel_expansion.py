@@ -148,7 +148,8 @@ def test_budget_holds_for_direct_proposals_and_a_commit_counts_once():
     s.commit(es[0], new_node(0.0))
     s.commit(es[2], new_node(1.0))
     assert len(s.tree) == 3 and s.pending == 0 and s.done
-    assert not (s._v_gen or s._v_cont or s._v_child) and s._v_agent == [0, 0]  # virtual losses all removed
+    vc = s.virtual_counts()
+    assert not (vc.gen or vc.cont or vc.child) and vc.agent == [0, 0]  # no virtual loss left behind
 
 
 # ---- the virtual-loss rule, by hand ----------------------------------------------------------------------------
@@ -192,7 +193,8 @@ def test_virtual_loss_moves_the_second_proposal_by_hand():
     before = json.dumps(posteriors(s))
     e1 = s.propose()
     assert e1 == Expansion(1, 0)
-    assert s._v_gen == {1: 1} and s._v_child == {1: 1} and s._v_cont == {0: 1}
+    vc = s.virtual_counts()
+    assert vc.gen == {1: 1} and vc.child == {1: 1} and vc.cont == {0: 1} and vc.agent == [1]
     e2 = s.propose()
     assert e2 == Expansion(0, 0)
     assert json.dumps(posteriors(s)) == before  # virtual losses never touch real posteriors

@@ -22,7 +22,7 @@ With proposals pending, the default ``virtual_loss`` rule makes selection see ev
 it had already come back with score 0 (the worst score): its parent's GEN posterior, the CONT and child
 posteriors along its path, and its agent's arm each get one virtual observation 0 (on copies; the real
 posteriors are never touched), so the next proposal is pushed away from places that already have work
-pending. Committing the expansion removes its virtual observations and backpropagates the real score.
+pending. Committing the expansion drops its virtual observations and backpropagates the real score.
 ``independent`` is TreeQuest's ``ask_batch``: k proposals drawn independently from the same posteriors.
 """
 from __future__ import annotations
@@ -97,6 +97,18 @@ class GenDiscount:
 
 
 @dataclass
+class VirtualCounts:
+    """Virtual-loss observations of the pending expansions: per node id, the pending children of it
+    (``gen``, → its GEN), the pending expansions strictly below it (``cont``, → its CONT) and those in its
+    subtree (``child``, → its child posterior at its parent); per agent, its pending expansions (``agent``)."""
+
+    agent: list[int]
+    gen: dict[int, int] = field(default_factory=dict)
+    cont: dict[int, int] = field(default_factory=dict)
+    child: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
 class ThompsonState:
     """Posteriors of one expanded node (§3): GEN (widen this node), CONT (descend into a child), one per
     child (keyed by child node id, in creation order) and one per agent (local agent arms — updated as in
@@ -167,7 +179,6 @@ class TreeSearch:
         exp = Expansion(exp.parent_id, exp.agent_id, ticket=self._next_ticket)
         self._next_ticket += 1
         self._pending[exp.ticket] = exp
-        self._on_pending(exp, +1)
         return exp
 
     def commit(self, expansion: Expansion, node: Node) -> Node:
@@ -193,7 +204,6 @@ class TreeSearch:
             settled = next((e for e in self._pending.values() if e == expansion), None)
         if settled is not None:
             del self._pending[settled.ticket]
-            self._on_pending(settled, -1)
         node.parent_id = expansion.parent_id
         node.agent_id = expansion.agent_id
         self.tree.add(node)
@@ -209,9 +219,6 @@ class TreeSearch:
     # -- mode-specific --------------------------------------------------------------------------------------
     def _select(self) -> Expansion:
         raise NotImplementedError
-
-    def _on_pending(self, expansion: Expansion, sign: int) -> None:
-        """Called with +1 when ``expansion`` is proposed and −1 when it is committed."""
 
     def _backpropagate(self, node: Node, score: float) -> None:
         pass
@@ -265,13 +272,6 @@ class ABMCTSSearch(TreeSearch):
         self.agent_arms: list[Posterior] = [self._new_agent_posterior() for _ in range(self.n_agents)]
         self.states: dict[int, ThompsonState] = {}
         self.gen_counts: dict[int, int] = {}
-        # virtual-loss counts of the pending expansions (all zero when nothing is pending): per node id,
-        # pending children of it (→ its GEN), pending expansions strictly below it (→ its CONT) and pending
-        # expansions in its subtree (→ its child posterior at its parent); per agent, its pending expansions
-        self._v_gen: dict[int, int] = {}
-        self._v_cont: dict[int, int] = {}
-        self._v_child: dict[int, int] = {}
-        self._v_agent: list[int] = [0] * self.n_agents
 
     def _new_posterior(self) -> Posterior:
         return make_posterior(self.posterior, self._pm_other)
@@ -307,30 +307,30 @@ class ABMCTSSearch(TreeSearch):
         if not node.children:  # step 1: empty tree → a fresh solution under the root
             return self._generate_at(ROOT_ID)
         rng = self.rng
-        # virtual losses only matter with proposals outstanding (never at parallel=1)
-        vl = self.pending > 0 and self.parallel_rule == "virtual_loss"
+        # virtual losses only exist with proposals outstanding (never at parallel=1)
+        vl = self.virtual_counts() if self._pending and self.parallel_rule == "virtual_loss" else None
         while True:
             st = self.states[node.id]
             if not st.children:  # no child has a posterior yet → GEN
-                return self._generate_at(node.id)
-            if vl:
-                gen = self._virtual(st.gen, self._v_gen.get(node.id, 0))
-                cont = self._virtual(st.cont, self._v_cont.get(node.id, 0))
+                return self._generate_at(node.id, vl)
+            if vl is not None:
+                gen = self._virtual(st.gen, vl.gen.get(node.id, 0))
+                cont = self._virtual(st.cont, vl.cont.get(node.id, 0))
             else:
                 gen, cont = st.gen, st.cont
             if self._widen(node, gen, cont):  # step 2a: GEN wins
-                return self._generate_at(node.id)
+                return self._generate_at(node.id, vl)
             # step 2b: CONT → Thompson-sample the children, move to the argmax (first max wins)
             best_id, best_v = -1, -np.inf
             for cid, post in st.children.items():
-                if vl:
-                    post = self._virtual(post, self._v_child.get(cid, 0))
+                if vl is not None:
+                    post = self._virtual(post, vl.child.get(cid, 0))
                 v = post.sample(rng)
                 if v > best_v:
                     best_id, best_v = cid, v
             node = nodes[best_id]
             if not node.children:  # step 2c: a leaf → refine it
-                return self._generate_at(node.id)
+                return self._generate_at(node.id, vl)
 
     def _widen(self, node: Node, gen: Posterior, cont: Posterior) -> bool:
         """Step 2a: one GEN draw, one CONT draw; GEN wins ties (TreeQuest). With the T+ discount (§6.2) at
@@ -349,40 +349,43 @@ class ABMCTSSearch(TreeSearch):
             return False
         return w >= 1.0 or bool(rng.random() < w)
 
-    def _generate_at(self, node_id: int) -> Expansion:
+    def _generate_at(self, node_id: int, vl: VirtualCounts | None = None) -> Expansion:
         self.gen_counts[node_id] = self.gen_counts.get(node_id, 0) + 1
-        return Expansion(node_id, self.choose_agent())
+        return Expansion(node_id, self.choose_agent(vl))
 
-    def choose_agent(self) -> int:
+    def choose_agent(self, vl: VirtualCounts | None = None) -> int:
         """§3 step 3: one draw from each agent's tree-global posterior, argmax; one agent → no draw. Under
         the virtual-loss rule an agent's pending expansions count as scores 0 in its arm."""
         if self.n_agents == 1:
             return 0
         rng = self.rng
-        vl = self.pending > 0 and self.parallel_rule == "virtual_loss"
         best, best_v = 0, -np.inf
         for a, post in enumerate(self.agent_arms):
-            if vl:
-                post = self._virtual(post, self._v_agent[a])
+            if vl is not None:
+                post = self._virtual(post, vl.agent[a])
             v = post.sample(rng)
             if v > best_v:
                 best, best_v = a, v
         return best
 
-    def _on_pending(self, expansion: Expansion, sign: int) -> None:
-        """Add (+1) or remove (−1) the virtual observations of a pending expansion: its parent's GEN, the
-        child posterior of every node on the path from the parent up to the root's child, the CONT of
-        every strict ancestor of the parent, its agent's arm — the places its real score will reach."""
-        p = expansion.parent_id
-        _bump(self._v_gen, p, sign)
-        self._v_agent[expansion.agent_id] += sign
+    def virtual_counts(self) -> "VirtualCounts":
+        """The virtual observations of the pending expansions — each one reaches the places its real score
+        will reach at commit (§3 step 4): its parent's GEN; the child posterior of every node on the path
+        from the parent up to the root's child; the CONT of every strict ancestor of the parent; its
+        agent's arm. Recomputed from the pending list at each selection (k·depth steps), so nothing has to
+        be undone at commit."""
+        vc = VirtualCounts(agent=[0] * self.n_agents)
         nodes = self.tree.nodes
-        u = nodes[p]
-        while u.id != ROOT_ID:
-            assert u.parent_id is not None
-            _bump(self._v_child, u.id, sign)
-            _bump(self._v_cont, u.parent_id, sign)
-            u = nodes[u.parent_id]
+        for e in self._pending.values():
+            vc.gen[e.parent_id] = vc.gen.get(e.parent_id, 0) + 1
+            vc.agent[e.agent_id] += 1
+            u = nodes[e.parent_id]
+            while u.id != ROOT_ID:
+                assert u.parent_id is not None
+                vc.child[u.id] = vc.child.get(u.id, 0) + 1
+                vc.cont[u.parent_id] = vc.cont.get(u.parent_id, 0) + 1
+                u = nodes[u.parent_id]
+        return vc
 
     # -- backpropagation (§3 step 4) ------------------------------------------------------------------------
     def _backpropagate(self, node: Node, score: float) -> None:
@@ -424,10 +427,3 @@ class ABMCTSSearch(TreeSearch):
         })
         return d
 
-
-def _bump(counts: dict[int, int], key: int, sign: int) -> None:
-    n = counts.get(key, 0) + sign
-    if n:
-        counts[key] = n
-    else:
-        counts.pop(key, None)
