@@ -81,6 +81,9 @@ def _warn_once(key: str, msg: str) -> None:
     log.warning(msg)
 
 
+LAYERS = ("memory_cgroup", "ipcns", "seccomp", "pidns")
+
+
 @dataclass
 class SandboxConfig:
     """Limits and behaviour of the sandbox (conf/sandbox/*.yaml; method.md §2 for the real-scale values)."""
@@ -110,6 +113,9 @@ class SandboxConfig:
     # (None: run every test; method.md bounds a run only by n_tests × timeout). Saves a worker from spending
     # n_tests × timeout_s on one endless loop.
     max_timeouts: int | None = None
+    # Benchmarks only (benchmarks/bench_sandbox.py measures what each layer costs): layers not set up,
+    # any of "memory_cgroup", "ipcns", "seccomp", "pidns". Reported in ``Sandbox.isolation``.
+    layers_off: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not self.timeout_s > 0:
@@ -122,6 +128,9 @@ class SandboxConfig:
             raise ValueError("sandbox: memory_mb >= 0, max_output_bytes >= 1 and float_tol >= 0 are required")
         if self.max_timeouts is not None and self.max_timeouts < 1:
             raise ValueError(f"sandbox.max_timeouts must be None or >= 1, got {self.max_timeouts}")
+        bad = set(self.layers_off) - set(LAYERS)
+        if bad:
+            raise ValueError(f"sandbox.layers_off: unknown layers {sorted(bad)} (known: {', '.join(LAYERS)})")
         if self.max_processes < 1 or self.open_files < 8:
             raise ValueError("sandbox: max_processes >= 1 and open_files >= 8 are required")
 
@@ -365,7 +374,7 @@ class _Worker:
         init = {"network": self.cfg.network, "timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb,
                 "max_processes": self.cfg.max_processes, "open_files": self.cfg.open_files,
                 "file_size_mb": self.cfg.file_size_mb, "tmpfs_mb": self.cfg.tmpfs_mb,
-                "minimal_root": self.cfg.minimal_root}
+                "minimal_root": self.cfg.minimal_root, "layers_off": list(self.cfg.layers_off)}
         self._send(init)
 
     def await_hello(self, timeout: float = 60.0) -> None:

@@ -937,7 +937,11 @@ class Server:
         notes = self.iso["notes"]
         want_net = self.cfg.get("network", "auto") != "off"
         root = os.geteuid() == 0
-        self._setup_memory_cgroup()
+        off = set(self.cfg.get("layers_off") or ())  # benchmarks only: the cost of each layer
+        if off:
+            self.iso["notes"].append("layers switched off (benchmark): " + ", ".join(sorted(off)))
+        if "memory_cgroup" not in off:
+            self._setup_memory_cgroup()
         if root:
             if want_net:
                 try:
@@ -951,8 +955,9 @@ class Server:
             except OSError as e:
                 notes.append(f"mount namespace unavailable ({e})")
             try:
-                unshare(CLONE_NEWIPC)
-                self.iso["ipcns"] = True
+                if "ipcns" not in off:
+                    unshare(CLONE_NEWIPC)
+                    self.iso["ipcns"] = True
             except OSError as e:
                 notes.append(f"IPC namespace unavailable ({e}): SysV/POSIX IPC objects are the host's")
         else:
@@ -1016,10 +1021,12 @@ class Server:
         for fd in self.interp_fds.values():
             os.close(fd)
         self.interp_fds = {}
-        self._setup_seccomp()  # its probe forks: before the PID namespace set-up below
+        if "seccomp" not in off:
+            self._setup_seccomp()  # its probe forks: before the PID namespace set-up below
         if root:
             self._setup_uid()
-            self._setup_pidns()
+            if "pidns" not in off:
+                self._setup_pidns()
         try:
             prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of children come back to us to be reaped
         except OSError:
