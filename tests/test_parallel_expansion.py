@@ -264,3 +264,31 @@ def test_t_plus_discount_counts_pending_gen_choices():
     for e in es:
         s.commit(e, new_node(0.0))
     assert sum(s.gen_counts.values()) == 3 and len(s.tree) == 4
+
+
+# ---- configuration ---------------------------------------------------------------------------------------------
+def compose_search(overrides: list[str], name: str = "train") -> dict:
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    return OmegaConf.to_container(cfg.search, resolve=True)
+
+
+def test_search_parallel_from_the_config_files():
+    from mars2.cli.build import search_config
+
+    assert search_config(compose_search([])).parallel == 1  # default: the method's sequential expansion
+    cfg = search_config(compose_search(["search.parallel=4", "search.parallel_rule=independent"]))
+    assert (cfg.parallel, cfg.parallel_rule) == (4, "independent")
+    assert search_config(compose_search(["search=t_plus", "search.parallel=2"])).parallel == 2
+    for bad, field in ((["search.parallel=0"], "parallel"), (["search=sequential", "search.parallel=2"], "parallel"),
+                       (["search.parallel_rule=optimistic"], "parallel_rule")):
+        with pytest.raises(ValueError, match=field):
+            search_config(compose_search(bad))
