@@ -138,9 +138,48 @@ def repair_vs_fresh(backend, sandbox, pid, agent, fails, max_chars: int, seed: i
     return out
 
 
+def cost(args, problems: dict, sandbox) -> dict:
+    """Side by side, one process, ``--threads`` threads: seconds per warm-start step (batch 32, the real
+    fresh + repair mix, after the first step) and per batch of 32 fresh generations (128 new tokens max) of
+    every policy of each ``--models`` config. RL round cost scales with the same two numbers (rollout =
+    generation, update = forward/backward of the same shapes)."""
+    import dataclasses
+
+    from mars2.agents.base import AgentSpec, GenerationRequest
+    from mars2.agents.hf_backend import HFBackend
+    from mars2.agents.prompts import fresh_messages
+    from mars2.training.warm_start import warm_start
+
+    out: dict = {}
+    for name in args.models:
+        c = _config([f"model={name}"])
+        pids = args.policies or list(c["model"]["roster"])
+        models, toks, cfgs = build_untrained(c, pids, problems)
+        for pid in pids:
+            cfg = dataclasses.replace(cfgs[pid], steps=args.steps, n_refine_pool=64, harvest_at=[], checkpoint_every=0)
+            stamps: list[float] = []
+            warm_start(models[pid], toks[pid], problems["warmup"], cfg, None, sandbox=sandbox, progress=False, tag=pid,
+                       role_prompts=[r["prompt"] for r in c["roles"]], on_step=lambda s, l: stamps.append(time.time()))
+            step_s = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+            models[pid].eval()
+            be = HFBackend({pid: models[pid]}, {pid: toks[pid]}, max_new_tokens=128, temperature=1.0, seed=0)
+            agent = AgentSpec(name="a", role_prompt="", policy_id=pid)
+            reqs = [GenerationRequest(pid, fresh_messages(p, agent)) for p in problems["test"][:32]]
+            t = time.time()
+            gens = be.generate(reqs)
+            gen_s = time.time() - t
+            out[f"{name}/{pid}"] = {"params": n_params(models[pid]), "warm_start_step_seconds": step_s,
+                                    "generate_32_seconds": gen_s,
+                                    "new_tokens": sum(len(g.response_ids) for g in gens)}
+            print(name, pid, json.dumps(out[f"{name}/{pid}"]), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", choices=["warm", "base", "rl"])
+    ap.add_argument("phase", choices=["warm", "base", "rl", "cost"])
+    ap.add_argument("--models", nargs="*", default=["tiny", "small"], help="cost: model configs side by side")
+    ap.add_argument("--steps", type=int, default=6, help="cost: warm-start steps timed per policy")
     ap.add_argument("--policies", nargs="*", default=None, help="default: the model's roster")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--n-problems", type=int, default=0, help="first n problems of each split (0 = all)")
@@ -179,7 +218,9 @@ def main() -> None:
     t0 = time.time()
     phase: dict = {"loadavg_before": load0, "overrides": args.overrides, "note": args.note}
 
-    if args.phase == "warm":
+    if args.phase == "cost":
+        phase["model_cost"] = cost(args, problems, sandbox)
+    elif args.phase == "warm":
         models, _, stats, wall = warm(c, pids, problems, sandbox, args.processes)
         phase["wall_seconds"] = wall
         for pid in pids:

@@ -206,3 +206,48 @@ def test_cache_lock_serialises_warm_starts_of_one_policy(tmp_path):
     b.join()
     assert events.index("a-") < events.index("b+")
     assert events.index("other") < events.index("a-")
+
+
+def _two(tok):
+    return {"a": _model(tok), "b": build_policy(PolicySpec("b", "llama", 64, 2, 2, 2, 32, 128, seed=1), tok)[0]}
+
+
+def test_warm_start_many_sequential_fallback(world, sandbox, tmp_path) -> None:
+    """processes=1: each policy warm-started in this process, the same result as warm_start alone."""
+    from mars2.training.warm_start import warm_start_many
+
+    problems, tok = world
+    cfg = WarmStartConfig(steps=3, batch_size=4, n_refine_pool=8, harvest_at=[], checkpoint_every=0)
+    models = _two(tok)
+    stats = warm_start_many(models, {"a": tok, "b": tok}, problems, {"a": cfg, "b": cfg}, tmp_path, sandbox=sandbox,
+                            progress=False, role_prompts=ROLES, processes=1)
+    assert set(stats) == {"a", "b"} and not stats["a"]["cached"] and "parallel_processes" not in stats["a"]
+    alone = _model(tok)
+    st = warm_start(alone, tok, problems, cfg, None, sandbox=sandbox, progress=False, role_prompts=ROLES)
+    assert st["loss"] == pytest.approx(stats["a"]["loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_warm_start_many_trains_in_parallel_processes(world, tmp_path) -> None:
+    """The real parallel path: two uncached policies → two spawned workers (one thread each) write the cache,
+    then this process loads both; the weights match a warm start run here (up to thread-count rounding)."""
+    from mars2.sandbox import Sandbox
+    from mars2.training.warm_start import warm_start_many
+
+    problems, tok = world
+    cfg = WarmStartConfig(steps=3, batch_size=4, n_refine_pool=8, harvest_at=[], checkpoint_every=0)
+    models = _two(tok)
+    with Sandbox() as sb:
+        stats = warm_start_many(models, {"a": tok, "b": tok}, problems, {"a": cfg, "b": cfg}, tmp_path, sandbox=sb,
+                                progress=False, role_prompts=ROLES, processes=2)
+        assert stats["a"]["parallel_processes"] == 2 and not stats["a"]["cached"]
+        assert len(list(tmp_path.glob("*.pt"))) == 2
+        ref = _two(tok)
+        for pid in ("a", "b"):
+            warm_start(ref[pid], tok, problems, cfg, None, sandbox=sb, progress=False, role_prompts=ROLES)
+            for x, y in zip(models[pid].state_dict().values(), ref[pid].state_dict().values()):
+                assert torch.allclose(x, y, atol=1e-4)
+        # everything cached now: no worker is started, both load from the cache
+        again = warm_start_many(_two(tok), {"a": tok, "b": tok}, problems, {"a": cfg, "b": cfg}, tmp_path, sandbox=sb,
+                                progress=False, role_prompts=ROLES, processes=2)
+        assert again["a"]["cached"] and again["b"]["cached"]

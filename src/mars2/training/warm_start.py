@@ -459,15 +459,29 @@ def _cached(cache_dir: Path | str | None, key: str) -> bool:
 def _job(args: tuple) -> tuple[str, dict[str, Any]]:
     """One warm start in a worker process (spawned: a fresh interpreter, no inherited threads or sandbox
     servers): ``threads`` torch threads, its own sandbox, results written to the shared cache."""
-    (tag, model, tokenizer, problems, cfg, cache_dir, sandbox_config, role_prompts, threads) = args
+    (tag, model_bytes, tokenizer, problems, cfg, cache_dir, sandbox_config, role_prompts, threads) = args
     torch.set_num_threads(max(1, int(threads)))
+    import io
+
     from mars2.sandbox import Sandbox
+
+    model = torch.load(io.BytesIO(model_bytes), map_location="cpu", weights_only=False)
 
     with Sandbox(sandbox_config) as sandbox:
         stats = warm_start(model, tokenizer, problems, cfg, cache_dir, sandbox=sandbox, progress=False, tag=tag,
                            role_prompts=role_prompts)
     stats.pop("loss", None)  # the parent reads the full stats from the cache
     return tag, stats
+
+
+def _to_bytes(model: torch.nn.Module) -> bytes:
+    """The module as bytes: sent to a worker as a copy. (Sending the module itself would move its tensors to
+    shared memory, and the worker's training would then change this process's weights in place.)"""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.getvalue()
 
 
 def warm_start_many(
@@ -520,8 +534,8 @@ def warm_start_many(
         threads = max(1, cores // n)
         log.info("warm start: %d policies in %d processes x %d thread(s): %s", len(todo), n, threads, ", ".join(todo))
         t0 = time.time()
-        jobs = [(pid, models[pid], tokenizers[pid], problems, cfgs[pid], str(cache_dir), sandbox_config, roles, threads)
-                for pid in todo]
+        jobs = [(pid, _to_bytes(models[pid]), tokenizers[pid], problems, cfgs[pid], str(cache_dir), sandbox_config,
+                 roles, threads) for pid in todo]
         with mp.get_context("spawn").Pool(n) as pool:
             for pid, st in pool.imap_unordered(_job, jobs):
                 out[pid] = st
