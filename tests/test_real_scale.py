@@ -153,3 +153,25 @@ def test_rollout_and_evaluation_publish_weights_before_rank0_generates(monkeypat
     rollout.run_round()
     rollout.evaluate(SimpleNamespace(loggers=[]), 0)
     assert order == ["sync", "rollout", "sync", "evaluate"]
+
+
+@pytest.mark.parametrize("preset", ["8b", "14b", "32b", "real_tiny"])
+def test_real_presets_train_bf16_with_fp32_master_weights(preset):
+    """Every real preset composes to bf16 compute and an optimiser with fp32 masters for its bf16 policies."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from mars2.rl.objective import LossConfig
+    from mars2.training.module import MarsModule, MasterWeightAdamW
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={preset}", "paths.output_dir=unused"])
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert c["trainer"]["precision"] == "bf16-true" and c["model"]["optim"]["master_weights"] is True
+    assert {p["dtype"] for p in c["model"]["policies"].values()} == {"bfloat16"}
+    policy = torch.nn.Linear(4, 4).to(torch.bfloat16)  # a bf16 policy as from_pretrained(dtype=bf16) gives
+    opts, _ = MarsModule({"p": policy}, LossConfig(kl_coef=0.0), c["model"]["optim"]).configure_optimizers()
+    assert isinstance(opts[0], MasterWeightAdamW)
