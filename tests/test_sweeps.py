@@ -183,6 +183,15 @@ hydra:
 '''
 
 
+def only_study(url: str, prefix: str) -> str:
+    """The one study of the storage (named <study_name>-<search-space digest>)."""
+    import optuna
+
+    names = optuna.get_all_study_names(storage=url)
+    assert len(names) == 1 and names[0].startswith(prefix + "-"), names
+    return names[0]
+
+
 def test_optuna_sweep_killed_then_resumed_to_n_trials(tmp_path):
     """A cheap objective through the real sweeper and basic launcher: killed during trial 2, then re-run with
     n_trials=6: the stale trial is failed (interrupted) and retried with its parameters, a crashing trial is
@@ -196,14 +205,15 @@ def test_optuna_sweep_killed_then_resumed_to_n_trials(tmp_path):
     assert f"{tmp_path}/optuna.db" in url
     p = run(["app.py", "-m", f"hydra.sweep.dir={tmp_path}/s1"], cwd=tmp_path, timeout=300, KILL_AT_TRIAL="2")
     assert p.returncode == -9, p.stderr[-3000:]
-    study = optuna.load_study(study_name="toy", storage=url)
+    name = only_study(url, "toy")
+    study = optuna.load_study(study_name=name, storage=url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
     killed_x = study.trials[2].params["x"]
 
     p = run(["app.py", "-m", f"hydra.sweep.dir={tmp_path}/s2", "hydra.sweeper.n_trials=6"], cwd=tmp_path,
             timeout=300, FAIL_AT_TRIAL="4", PRUNE_AT_TRIAL="5")
     assert p.returncode == 0, p.stderr[-3000:]
-    trials = optuna.load_study(study_name="toy", storage=url).trials
+    trials = optuna.load_study(study_name=name, storage=url).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "FAIL", "PRUNED", "COMPLETE"]
     assert trials[2].user_attrs == {"interrupted": True}
     assert trials[3].params["x"] == killed_x and trials[3].user_attrs == {"retry_of": 2}
@@ -219,7 +229,45 @@ def test_optuna_sweep_killed_then_resumed_to_n_trials(tmp_path):
 
     # a third run has nothing left to do
     p = run(["app.py", "-m", f"hydra.sweep.dir={tmp_path}/s3", "hydra.sweeper.n_trials=6"], cwd=tmp_path, timeout=300)
-    assert p.returncode == 0 and len(optuna.load_study(study_name="toy", storage=url).trials) == 7
+    assert p.returncode == 0 and len(optuna.load_study(study_name=name, storage=url).trials) == 7
+
+
+def test_optuna_trial_that_does_not_compose_aborts_and_is_not_counted(tmp_path):
+    """A misspelt search-space key: one line on stderr, exit 2, nothing launched, the trial not counted (a
+    corrected rerun of the same study runs all n_trials). A different search space gets its own study."""
+    import optuna
+
+    from hydra_plugins.mars2_optuna_sweeper.optuna_sweeper import space_digest, study_name_for
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "app.py").write_text(TOY_APP)
+    (tmp_path / "conf" / "app.yaml").write_text(textwrap.dedent(TOY_CONF.format(root=tmp_path, conf=CONF)))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    p = run(["app.py", "-m", f"hydra.sweep.dir={tmp_path}/s1", "hydra.sweeper.n_trials=2", "xx=interval(0.0,1.0)"],
+            cwd=tmp_path, timeout=300)
+    assert p.returncode == 2
+    err = [ln for ln in p.stderr.splitlines() if "mars2_optuna" in ln]  # (optuna logs its "study created" too)
+    assert len(err) == 1 and "does not compose" in err[0] and "Could not override 'xx'" in err[0], p.stderr
+    assert "sweep aborted" in err[0] and "Traceback" not in p.stderr
+    assert not list((tmp_path / "s1").glob("0*")), "a job was launched"
+    (bad,) = [optuna.load_study(study_name=n, storage=url) for n in optuna.get_all_study_names(storage=url)]
+    assert [t.state.name for t in bad.trials] == ["FAIL"] and bad.trials[0].user_attrs["not_composed"] is True
+    # the same (still misspelt) command again: the not-composed trial did not count, it aborts again
+    p = run(["app.py", "-m", f"hydra.sweep.dir={tmp_path}/s2", "hydra.sweeper.n_trials=2", "xx=interval(0.0,1.0)"],
+            cwd=tmp_path, timeout=300)
+    assert p.returncode == 2 and "0/2 trials done" in p.stdout + p.stderr
+    # the space x ∈ [0, 1] (the app's own) runs; x ∈ [0, 2] goes to another study
+    for hi, sweep in ((1.0, "s3"), (2.0, "s4")):
+        p = run(["app.py", "-m", f"hydra.sweep.dir={tmp_path}/{sweep}", "hydra.sweeper.n_trials=2",
+                 f"x=interval(0.0,{hi})"], cwd=tmp_path, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+    od = optuna.distributions
+    names = {study_name_for("toy", {"x": od.FloatDistribution(0.0, hi)}) for hi in (1.0, 2.0)}
+    assert len(names) == 2 and names <= set(optuna.get_all_study_names(storage=url))
+    for n in names:
+        assert [t.state.name for t in optuna.load_study(study_name=n, storage=url).trials] == ["COMPLETE", "COMPLETE"]
+    assert space_digest({"x": od.FloatDistribution(0.0, 1.0)}) == space_digest({"x": od.FloatDistribution(0.0, 1.0)})
+    assert study_name_for("toy", {"x": od.FloatDistribution(0.0, 1.0)}, space_in_name=False) == "toy"
 
 
 # -- failed jobs in a -m sweep ------------------------------------------------------------------------------------------
@@ -261,7 +309,7 @@ def test_optuna_sweep_with_a_real_training_trial(tmp_path):
     p = run([str(ROOT / "train.py"), "-m", "+sweep=optuna_lr", *FAST, "rounds=1", "hydra.sweeper.n_trials=1",
              f"hydra.sweeper.storage={url}", f"hydra.sweep.dir={tmp_path}/s"], cwd=ROOT, timeout=1200)
     assert p.returncode == 0, p.stderr[-4000:]
-    (trial,) = optuna.load_study(study_name="optuna_lr", storage=url).trials
+    (trial,) = optuna.load_study(study_name=only_study(url, "optuna_lr"), storage=url).trials
     assert trial.state.name == "COMPLETE" and 1e-5 <= trial.params["model.optim.lr"] <= 3e-3
     (res_file,) = (tmp_path / "s").glob("*/results.json")
     res = json.loads(res_file.read_text())

@@ -238,7 +238,7 @@ def test_mlflow_sqlite_round_trip_and_resume(tmp_path):
     c = train_cfg(["logger=mlflow", f"logger.mlflow.tracking_uri={uri}",
                    f"logger.mlflow.artifact_location={tmp_path}/artifacts", "seed=3"], out)
     loggers = build_loggers(c)
-    assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "Mars2MLFlowLogger"]
+    assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "Mars2MLFlowLogger", "RoundLogLogger"]
     try:
         _log_a_run(loggers)
         _finish_record(out, c)
@@ -267,10 +267,14 @@ def test_mlflow_sqlite_round_trip_and_resume(tmp_path):
     try:
         ml = [lg for lg in loggers if isinstance(lg, Mars2MLFlowLogger)][0]
         assert ml.run_id == run_id
+        # the round the kill interrupted is redone and logged again at its step: not a second point there
+        ml.log_metrics({"eval/pass1": 0.5, "eval/pass_at_n": 0.5}, step=2)
         ml.log_metrics({"eval/pass1": 0.75}, step=3)
     finally:
         finish_loggers(loggers)
     assert [e["eval/pass1"] for e in readers.read_mlflow(uri)[0]["evals"]] == [0.0, 0.25, 0.5, 0.75]
+    steps = [m.step for m in client.get_metric_history(run_id, "eval/pass1")]
+    assert sorted(steps) == [0, 1, 2, 3]
 
 
 # -- wandb offline round trip ----------------------------------------------------------------------------------------
@@ -289,7 +293,7 @@ def test_wandb_offline_round_trip(wandb_offline_env, tmp_path):
     out = tmp_path / "run"
     c = train_cfg(["logger=wandb", "seed=5"], out)
     loggers = build_loggers(c)
-    assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "Mars2WandbLogger"]
+    assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "Mars2WandbLogger", "RoundLogLogger"]
     try:
         _log_a_run(loggers)
         _finish_record(out, c)
@@ -333,7 +337,7 @@ def test_wandb_disabled_is_skipped(monkeypatch, tmp_path):
     del c["logger"]["mlflow"]  # (an MLflow store costs ~10 s to create; the round trip above covers it)
     loggers = build_loggers(c)
     try:
-        assert [type(lg).__name__ for lg in loggers] == ["CSVLogger"]
+        assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "RoundLogLogger"]
     finally:
         finish_loggers(loggers, status="completed")
 

@@ -9,14 +9,19 @@ the part of it mars2 needs, on the current Optuna API (ask/tell):
   ranges → categorical); ``interval(0.1,0.9)`` → float; ``tag(int, interval(2,9))`` → int;
   ``tag(log, interval(1e-5,1e-3))`` → log scale. Plain ``key=value``
   arguments are passed unchanged to every trial.
-- storage (default sqlite, a stable path: not the time-stamped sweep dir) + ``study_name`` (the sweep's
-  name) + ``load_if_exists``: re-running the same command **resumes** the study and runs trials until
+- storage (default sqlite, a stable path: not the time-stamped sweep dir) + a study name + ``load_if_exists``.
+  The study name is ``<study_name>-<8 hex digits of the search space>`` (``space_in_name: true``, the
+  default): two sweeps of one team over different search spaces get two studies instead of mixing their
+  trials; ``space_in_name: false`` uses ``study_name`` as is. Re-running the same command re-running the same command **resumes** the study and runs trials until
   ``n_trials`` trials have finished in total. Trials left RUNNING by an interrupted sweep are marked FAIL
   (user attr ``interrupted``), do not count, and their parameters are enqueued again (``retry_interrupted``).
   One sweeper process per study at a time (it is the one driver; parallelism is ``n_jobs`` per batch).
 - each batch of ``n_jobs`` trials goes to the configured Hydra launcher (basic, submitit local/SLURM);
   the objective is the job's return value (``train.py`` returns the final ``eval/pass1``) or, with
   ``metric: <key>``, that key of the final evaluation in the job's ``results.json``.
+- a trial whose overrides do not compose (e.g. a misspelt search-space key) aborts the sweep before anything
+  is launched: one line on stderr, exit code 2; the trial is marked FAIL with user attr ``not_composed``
+  and does not count towards ``n_trials``.
 - a job that raises is told FAIL (the study goes on); ``optuna.TrialPruned`` raised inside the job (see
   :class:`mars2.tracking.pruning.OptunaPruning`, which reports every evaluation; or
   :class:`mars2.tracking.optuna_trial.TrialReporter` in any other task function) is told PRUNED.
@@ -27,9 +32,11 @@ the part of it mars2 needs, on the current Optuna API (ask/tell):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence
 
@@ -86,6 +93,27 @@ def distribution_from_override(override: Override) -> Any:
     raise ValueError(f"{override.input_line}: not a sweep this sweeper can search (glob sweeps are not supported)")
 
 
+def space_digest(space: Mapping[str, Any]) -> str:
+    """8 hex digits identifying a search space (keys and distributions, order-independent)."""
+    import optuna.distributions as od
+
+    text = json.dumps({k: od.distribution_to_json(v) for k, v in sorted(space.items())}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def study_name_for(base: str, space: Mapping[str, Any], space_in_name: bool = True) -> str:
+    """The Optuna study a sweep uses: ``<base>-<space digest>`` (or ``base`` with ``space_in_name=False``)."""
+    return f"{base}-{space_digest(space)}" if space_in_name else str(base)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its first line, plus Hydra's "Key '...' is not in struct" line if any
+    (compose errors span several lines; the 'To append ... use +key=' hint is left out)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.startswith("Key ")][:1]
+    return " ".join(keep) or type(e).__name__
+
+
 def _quote(s: str) -> str:
     """A string as a quoted override value (paths and URLs contain ':' and '/')."""
     return "'" + str(s).replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -121,8 +149,11 @@ class Mars2OptunaSweeper(Sweeper):
         pruner: Any = None,  # noqa: ARG002
         params: Optional[Mapping[str, str]] = None,
         retry_interrupted: bool = True,
+        space_in_name: bool = True,
     ) -> None:
-        self.study_name = str(study_name)
+        self.base_study_name = str(study_name)
+        self.study_name = str(study_name)  # + the search space's digest once sweep() has parsed it
+        self.space_in_name = bool(space_in_name)
         self.storage_url = str(storage)
         self.n_trials = int(n_trials)
         self.n_jobs = max(1, int(n_jobs))
@@ -188,11 +219,13 @@ class Mars2OptunaSweeper(Sweeper):
 
     @staticmethod
     def finished_trials(study: Any) -> List[Any]:
-        """Trials that count towards ``n_trials``: complete, pruned, or failed — but not interrupted."""
+        """Trials that count towards ``n_trials``: complete, pruned, or failed — but not interrupted and not
+        the ones whose overrides did not compose (nothing ran)."""
         from optuna.trial import TrialState
 
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return [t for t in study.get_trials(deepcopy=False, states=done) if not t.user_attrs.get("interrupted")]
+        return [t for t in study.get_trials(deepcopy=False, states=done)
+                if not t.user_attrs.get("interrupted") and not t.user_attrs.get("not_composed")]
 
     # -- search space -------------------------------------------------------------------------------------------
     def parse(self, arguments: Sequence[str]) -> tuple[Dict[str, Any], List[str]]:
@@ -270,6 +303,7 @@ class Mars2OptunaSweeper(Sweeper):
         if not space:
             raise ValueError("mars2_optuna: no search space (give hydra.sweeper.params or sweep overrides like "
                              "'model.optim.lr=tag(log,interval(1e-5,1e-3))')")
+        self.study_name = study_name_for(self.base_study_name, space, self.space_in_name)
         study = self.create_study()
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -284,13 +318,10 @@ class Mars2OptunaSweeper(Sweeper):
             batch, launched = [], []
             for trial in trials:
                 overrides = self.trial_overrides(trial, space, fixed)
-                try:  # a trial whose overrides do not compose fails alone, before launching anything
+                try:  # every trial of the batch must compose before anything is launched
                     self.validate_batch_is_legal([overrides])
                 except Exception as e:
-                    trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
-                    study.tell(trial, state=TrialState.FAIL)
-                    log.warning(f"mars2_optuna: trial {trial.number} does not compose: {e}")
-                    continue
+                    self.abort_not_composed(study, trials, trial, e)
                 batch.append(overrides)
                 launched.append(trial)
             if batch:
@@ -302,6 +333,21 @@ class Mars2OptunaSweeper(Sweeper):
             done = len(self.finished_trials(study))
         self.write_results(study, sweep_dir)
         return returns
+
+    def abort_not_composed(self, study: Any, trials: Sequence[Any], bad: Any, error: BaseException) -> None:
+        """A trial's overrides do not compose (a typo in a search-space key, an unknown group option): the
+        same mistake would fail every trial, so the sweep stops — one line on stderr, exit code 2. The asked
+        trials of this batch are marked FAIL + ``not_composed`` (not counted: nothing ran)."""
+        from optuna.trial import TrialState
+
+        for t in trials:
+            study._storage.set_trial_user_attr(t._trial_id, "not_composed", True)
+            study._storage.set_trial_user_attr(t._trial_id, "error", f"{type(error).__name__}: {error}"[:2000])
+            study.tell(t, state=TrialState.FAIL)
+        params = ", ".join(f"{k}={v}" for k, v in bad.params.items())
+        print(f"mars2_optuna: trial {bad.number} ({params}) does not compose: {_one_line(error)} "
+              f"-- sweep aborted, nothing launched", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
     def write_results(self, study: Any, sweep_dir: Path) -> None:
         from optuna.trial import TrialState
