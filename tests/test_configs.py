@@ -249,3 +249,7 @@ def test_memory_plan_hand_computed():
     assert g0["total"] == pytest.approx((16e9 + 2e9 + 1000 * 2**20) / GIB + 8)
     assert plan["placement"] == {"a": [0], "b": [1]} and plan["fits"]
     assert not memory_plan({"a": shape, "b": shape}, gpu_gib=20, kv_tokens=1000)["fits"]
+    # activations of one 100-token training sequence: 2 layers × 100 × 8 hidden × 2 B + 100 × 50 vocab × 6 B
+    wide = PolicyShape(params=1e9, kv_bytes_per_token=0, gpus=1, hidden=8, layers=2, vocab=50)
+    act = memory_plan({"a": wide}, gpu_gib=80, train_tokens=100)["per_gpu"][0]["activations"]
+    assert act == pytest.approx((2 * 100 * 8 * 2 + 100 * 50 * 6) / GIB)

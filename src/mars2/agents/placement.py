@@ -72,18 +72,36 @@ class PolicyShape:
     params: float
     kv_bytes_per_token: int
     gpus: int
+    hidden: int = 0
+    layers: int = 0
+    vocab: int = 0
+
+
+def activation_bytes(shape: PolicyShape, tokens: int, logit_tokens: int | None = None) -> float:
+    """Peak activations of one training sequence of ``tokens`` tokens on one rank, with activation
+    checkpointing per decoder layer: the saved layer inputs (layers · tokens · hidden · 2 bytes, bf16) plus
+    the logits of the ``logit_tokens`` response positions (default: all; `token_logprobs` skips the prompt's)
+    in bf16, kept for backward, and one fp32 copy of them (· vocab · (2 + 4) bytes). The recomputed layer's
+    internals are in the headroom."""
+    logit_tokens = tokens if logit_tokens is None else logit_tokens
+    return shape.layers * tokens * shape.hidden * 2 + logit_tokens * shape.vocab * 6
 
 
 def memory_plan(policies: Mapping[str, PolicyShape], gpu_gib: float, n_gpus: int | None = None,
-                kv_tokens: int = 0, headroom_gib: float = 8.0) -> dict:
+                kv_tokens: int = 0, headroom_gib: float = 8.0, train_tokens: int = 0,
+                logit_tokens: int | None = None) -> dict:
     """GiB per GPU for the layout of `engine_placement` with FSDP over ``n_gpus`` (default: the engines'
-    GPUs). ``kv_tokens``: KV-cache tokens each engine must hold (e.g. concurrent sequences × length)."""
+    GPUs). ``kv_tokens``: KV-cache tokens each engine must hold (e.g. concurrent sequences × length);
+    ``train_tokens``: length of the training sequence a rank holds at once (`activation_bytes` of the
+    largest policy: policies are updated one at a time)."""
     place = engine_placement(list(policies), {p: s.gpus for p, s in policies.items()},
                              n_visible=n_gpus or sum(s.gpus for s in policies.values()))
     n = n_gpus or sum(s.gpus for s in policies.values())
     total_params = sum(s.params for s in policies.values())
     train = total_params * TRAIN_BYTES_PER_PARAM / n / GIB
-    per_gpu = {i: {"train_state": train, "engine_weights": 0.0, "kv_cache": 0.0} for i in range(n)}
+    act = max((activation_bytes(sh, train_tokens, logit_tokens) for sh in policies.values()), default=0.0) / GIB
+    per_gpu = {i: {"train_state": train, "activations": act, "engine_weights": 0.0, "kv_cache": 0.0}
+               for i in range(n)}
     for pid, devs in place.items():
         s = policies[pid]
         for d in devs:
