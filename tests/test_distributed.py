@@ -4,8 +4,9 @@ Design under test (src/mars2/training/{rollout,data,module}.py): the rollout and
 which broadcasts the round's samples; every rank routes them into identical buffers, trains on rows
 r, r+W, … of every minibatch with ``loss_scale`` = W · its share of the loss normaliser, and DDP averages the
 gradients — so a 2-process run computes the same updates as a 1-process run. FSDP: Lightning refuses
-``accelerator=cpu`` for FSDP, so on CPU only its configuration is checked here; the sharded gradient-norm
-clip it relies on is checked with two gloo processes."""
+``accelerator=cpu`` for FSDP, so on CPU its configuration is checked here, and what it relies on runs in raw
+torch FSDP on two gloo processes: the sharded gradient-norm clip, the full-weights gather every rank enters,
+saving the policies from it, and the weight sync to a (FAKE) rank-0 engine, lazy and eager (issue 14)."""
 from __future__ import annotations
 
 import json
@@ -118,16 +119,16 @@ def test_sharded_grad_clip_uses_the_global_norm(tmp_path):
 # Lightning refuses FSDP on CPU, so these build the module as Lightning's FSDPStrategy does: one FSDP root around
 # the MarsModule, one unit per decoder layer, use_orig_params=True (conf/trainer/fsdp.yaml).
 def _fsdp_team():
-    """Two tiny real-architecture policies (Qwen3 with tied embeddings, Llama) and the tiny tokenizer."""
+    """Two tiny real-architecture policies (Qwen3 with tied embeddings, Llama untied) and the tiny tokenizer."""
     from mars2.agents.models import PolicySpec, build_policy
     from mars2.agents.tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer(["def solve(xs):\n    return sorted(xs)\n", "print(sum(map(int, input().split())))"] * 4,
                                vocab_size=300)
     models = {}
-    for pid, arch, seed in (("q", "qwen3", 1), ("l", "llama", 2)):
+    for pid, arch, seed, tied in (("q", "qwen3", 1, True), ("l", "llama", 2, False)):
         spec = PolicySpec(id=pid, arch=arch, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
-                          intermediate_size=48, seed=seed)
+                          intermediate_size=48, seed=seed, tie_embeddings=tied)
         models[pid], _ = build_policy(spec, tok)
     return models, tok
 
@@ -227,6 +228,11 @@ def _fsdp_worker(rank: int, world: int, init: str, out: str) -> None:
         res[f"{mode}_v1"] = {k: v.tolist() for k, v in engine.received["q"].items()}
         res[f"{mode}_types"] = sorted({type(m).__name__ for m in engine.models.values()})
     res["gathered_keys"] = sorted(gather_full_state_dict(root, models["l"]))
+    gq = gather_full_state_dict(root, models["q"])
+    if rank == 0:
+        res["gathered_q_tied"] = gq["lm_head.weight"] is gq["model.embed_tokens.weight"]
+    else:
+        res["gathered_elsewhere"] = len(gq)
     save_policies(models, {pid: tok for pid in models}, Path(out) / "policies", root=root)
     Path(out, f"{rank}.json").write_text(json.dumps(res))
     dist.destroy_process_group()
@@ -240,8 +246,13 @@ def test_fsdp_weight_sync_and_save_gather_full_weights_on_every_rank(tmp_path):
     import torch.multiprocessing as mp
     from transformers import AutoModelForCausalLM
 
+    from mars2.agents.vllm_backend import full_state_dict
+
     models, _ = _fsdp_team()
     ref0 = {pid: {k: v.clone() for k, v in m.state_dict().items()} for pid, m in models.items()}
+    # what the engine reads from an unsharded module: tied weights once (the engine ties them itself)
+    engine_keys = {pid: set(full_state_dict(m)) for pid, m in models.items()}
+    assert engine_keys["q"] == set(ref0["q"]) - {"lm_head.weight"} and engine_keys["l"] == set(ref0["l"])
     _bump(models["q"], 1.0)
     ref1 = {pid: {k: v.clone() for k, v in m.state_dict().items()} for pid, m in models.items()}
     assert not torch.equal(ref0["q"]["model.norm.weight"], ref1["q"]["model.norm.weight"])
@@ -258,12 +269,15 @@ def test_fsdp_weight_sync_and_save_gather_full_weights_on_every_rank(tmp_path):
         assert res[0][f"{mode}_types"] == ["FullWeights"]  # never an FSDP module
         for pid in ("q", "l"):
             got = res[0][f"{mode}_v0"][pid]
-            assert set(got) == set(ref0[pid])
-            for k, v in ref0[pid].items():
-                assert torch.equal(torch.tensor(got[k], dtype=v.dtype), v), (mode, pid, k)
+            assert set(got) == engine_keys[pid]
+            for k in engine_keys[pid]:
+                assert torch.equal(torch.tensor(got[k], dtype=ref0[pid][k].dtype), ref0[pid][k]), (mode, pid, k)
+        assert set(res[0][f"{mode}_v1"]) == engine_keys["q"]
         for k, v in ref1["q"].items():
-            assert torch.equal(torch.tensor(res[0][f"{mode}_v1"][k], dtype=v.dtype), v), (mode, k)
-    assert res[0]["gathered_keys"] == sorted(ref1["l"])
+            if k in engine_keys["q"]:
+                assert torch.equal(torch.tensor(res[0][f"{mode}_v1"][k], dtype=v.dtype), v), (mode, k)
+    assert res[0]["gathered_q_tied"] is True  # the gathered lm_head is the embedding tensor, as in the module
+    assert res[0]["gathered_keys"] == sorted(ref1["l"]) and res[1]["gathered_elsewhere"] == 0  # rank 0 only
     for pid in ("q", "l"):
         folder = tmp_path / "policies" / pid
         assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()

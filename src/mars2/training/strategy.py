@@ -116,27 +116,60 @@ def module_prefix(root: nn.Module, sub: nn.Module) -> str:
     raise ValueError("module is not inside the given root module")
 
 
+def _owning_units(root: nn.Module, sub: nn.Module) -> list[nn.Module]:
+    """The FSDP units holding ``sub``'s parameters: those enclosing it (outermost first: they hold its top-level
+    parameters, e.g. a Lightning root holds every policy's embeddings) and those inside it (its layers)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    inside = {id(m) for m in sub.modules()}
+    enclosing = [m for m in root.modules() if isinstance(m, FSDP) and id(m) not in inside
+                 and any(x is sub for x in m.modules())]
+    return enclosing + [m for m in sub.modules() if isinstance(m, FSDP)]
+
+
+def _persistent_buffers(module: nn.Module):
+    for mod_name, mod in module.named_modules(remove_duplicate=False):
+        for name, buf in mod.named_buffers(recurse=False):
+            if buf is not None and name not in mod._non_persistent_buffers_set:
+                yield (f"{mod_name}.{name}" if mod_name else name), buf
+
+
 @torch.no_grad()
 def gather_full_state_dict(root: nn.Module, sub: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """The complete, unsharded state dict of ``sub`` (default: ``root``), keys relative to ``sub``.
 
     Unsharded ``root``: ``sub.state_dict()`` (no communication). FSDP-sharded ``root``: a **collective** —
-    every rank must call it, with the same arguments, at the same point. It gathers through the FSDP root
-    (``get_model_state_dict(root, full_state_dict=True)``): a policy inside a Lightning FSDP wrapper is not
-    itself an FSDP root, and ``get_model_state_dict(policy)`` returns the root unit's 1-D local shards for its
-    embeddings (measured: tests/test_distributed.py). On accelerators the result is offloaded to the CPU of
-    rank 0 only (others get ``{}``); on CPU (gloo tests) every rank gets it (torch's CPU offload of CPU
-    tensors crashes). Cost: the whole root is gathered (all policies and references), one unit at a time."""
+    every rank must call it, with the same arguments, at the same point. Each FSDP unit holding ``sub``'s
+    parameters is unsharded with ``summon_full_params(recurse=False, rank0_only=True)`` (outermost first, so
+    the root is initialised as the root), and rank 0 copies ``sub``'s parameters and persistent buffers under
+    their names without wrapper parts; other ranks get ``{}``. Only ``sub``'s own units are gathered (plus the
+    enclosing units, e.g. the Lightning root with the top-level weights of every policy), never the other
+    policies' layers or the references. On accelerators the copies go to the CPU (``offload_to_cpu``).
+    Reading ``sub`` directly is wrong under a Lightning FSDP root: ``get_model_state_dict(policy)`` returns
+    the root unit's 1-D local shards for the embeddings (tests/test_distributed.py)."""
     sub = root if sub is None else sub
     if not is_sharded(root):
         return {k: v.detach() for k, v in sub.state_dict().items()}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    import contextlib
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     first = next(root.parameters(), None)
-    on_cpu = first is None or first.device.type == "cpu"
-    full = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=not on_cpu))
-    prefix = module_prefix(root, sub)
-    return {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    offload = first is not None and first.device.type != "cpu"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    out: dict[str, torch.Tensor] = {}
+    with contextlib.ExitStack() as stack:
+        for unit in _owning_units(root, sub):
+            stack.enter_context(FSDP.summon_full_params(unit, recurse=False, writeback=False, rank0_only=True,
+                                                        offload_to_cpu=offload))
+        if rank == 0:
+            copies: dict[int, torch.Tensor] = {}  # tied weights (embeddings = lm_head) stay one shared tensor
+            for name, t in list(sub.named_parameters(remove_duplicate=False)) + list(_persistent_buffers(sub)):
+                if id(t) not in copies:
+                    copies[id(t)] = t.detach().to("cpu", copy=True)
+                out[clean_name(name)] = copies[id(t)]
+    return out
 
 
 class FullWeights(nn.Module):
