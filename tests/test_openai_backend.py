@@ -30,8 +30,9 @@ def _msgs(text: str) -> list[dict[str, str]]:
 class FakeOpenAIServer:
     """FAKE OpenAI-compatible server. ``script`` is consumed one action per chat request (then ``ok``)."""
 
-    def __init__(self, script=(), hf: HFBackend | None = None, with_logprobs: bool = True) -> None:
+    def __init__(self, script=(), hf: HFBackend | None = None, with_logprobs: bool = True, sleep_s: float = 1.5) -> None:
         self.script = list(script)
+        self.sleep_s = sleep_s
         self.hf = hf
         self.with_logprobs = with_logprobs
         self.bodies: list[dict] = []
@@ -75,7 +76,7 @@ class FakeOpenAIServer:
                 if action == "malformed":
                     return self._send(200, b'{"choices": [ truncated')
                 if action == "sleep":
-                    time.sleep(1.5)
+                    time.sleep(server.sleep_s)
                     return self._send(200, b"{}")
                 self._send(200, json.dumps(server.answer(body)).encode())
 
@@ -175,12 +176,14 @@ def test_client_error_is_not_retried() -> None:
 
 
 def test_timeouts_are_bounded_never_a_hang() -> None:
-    with FakeOpenAIServer(["sleep", "sleep"]) as srv:
+    with FakeOpenAIServer(["sleep", "sleep"], sleep_s=60.0) as srv:
         be = OpenAIBackend(srv.base_url, model="m", timeout_s=0.2, max_retries=1, backoff_s=0.01)
         t0 = time.perf_counter()
         with pytest.raises(OpenAIBackendError, match="2 attempt"):
             be.generate([GenerationRequest("p", _msgs("hi"))])
-        assert time.perf_counter() - t0 < 1.2  # 2 × 0.2 s timeout + backoff, not the server's 1.5 s sleeps
+        # 2 × 0.2 s timeouts + backoff; waiting for the server would take 2 × 60 s (the bound is 100× slack)
+        assert time.perf_counter() - t0 < 40.0
+        assert len(srv.bodies) == 2
 
 
 def test_unreachable_server_is_an_error() -> None:

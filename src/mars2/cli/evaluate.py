@@ -75,20 +75,22 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     from omegaconf.errors import OmegaConfBaseException
 
     from mars2.tasks.loaders import TaskDataError
+    from mars2.tracking.records import JobFailed, fail_job
 
     overrides = hydra_overrides()
     try:
-        c = resolve_config(cfg, overrides)
-        weights_dir, checkpoint = trained_weights(Path(c["ckpt"])) if c.get("ckpt") else (None, None)
-        return evaluate(c, weights_dir, overrides, checkpoint=checkpoint)
-    except (ConfigError, SetupError, TaskDataError, OmegaConfBaseException) as e:
-        print(f"mars2: {e}", file=sys.stderr)
-        sys.exit(2)
-    except RuntimeError as e:
-        if type(e).__name__ == "OpenAIBackendError":  # the server is unreachable or refuses: one line
-            print(f"mars2: {e}", file=sys.stderr)
-            sys.exit(2)
-        raise
+        try:
+            c = resolve_config(cfg, overrides)
+            weights_dir, checkpoint = trained_weights(Path(c["ckpt"])) if c.get("ckpt") else (None, None)
+            return evaluate(c, weights_dir, overrides, checkpoint=checkpoint)
+        except (ConfigError, SetupError, TaskDataError, OmegaConfBaseException) as e:
+            fail_job(str(e))  # one line; exit 2, or inside a -m sweep FAILED.json and JobFailed
+        except RuntimeError as e:
+            if type(e).__name__ == "OpenAIBackendError":  # the server is unreachable or refuses: one line
+                fail_job(str(e))
+            raise
+    except JobFailed:  # a -m sweep goes on; `SweepSummary` lists the failed jobs at its end
+        return {}
 
 
 def resolve_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
