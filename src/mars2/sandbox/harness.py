@@ -864,6 +864,14 @@ def _world_writable_dirs() -> list[str]:
     return out
 
 
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _count_processes(uid: int) -> int:
     n = 0
     for name in os.listdir("/proc"):
@@ -917,6 +925,7 @@ class Server:
         self.mqueue_dir: str | None = None
         self.interp_fds: dict[str, int] = {}  # interpreter dirs opened before any tmpfs can hide them
         self.protected: set[str] = set()  # entries of the private tmpfs that cleanup must not touch
+        self.rss0 = 0  # the server's resident memory after its first run
         self.uid: int | None = None
         self.pidns_fd: int | None = None
         self.devnull = os.open(os.devnull, os.O_RDWR)
@@ -1364,7 +1373,7 @@ class Server:
     def _cleanup(self) -> None:
         """After every run: kill what is left, remove its IPC objects and files. Must never raise (the
         server would die and the verdict be lost): each step is guarded on its own."""
-        for step in (self._sweep, self._reap, self._remove_ipc, self._remove_files):
+        for step in (self._sweep, self._reap, self._remove_ipc, self._remove_files, self._trim_memory):
             try:
                 step()
             except BaseException as e:  # noqa: BLE001 - e.g. RecursionError, MemoryError, OSError
@@ -1372,6 +1381,21 @@ class Server:
                     sys.stderr.write(f"mars2 sandbox server: cleanup step {step.__name__} failed: {e!r}\n")
                 except BaseException:  # noqa: BLE001
                     pass
+
+    def _trim_memory(self) -> None:
+        """The server shares the run's memory cgroup: what it keeps after a large request (freed but not
+        returned to the system) would shrink the next program's budget. Checked with one pread."""
+        if self.cgroup is None:
+            return
+        rss = _resident_bytes()
+        if self.rss0 == 0:
+            self.rss0 = rss
+        elif rss > self.rss0 + (16 << 20):
+            gc.collect()
+            try:
+                libc().malloc_trim(ctypes.c_size_t(0))
+            except (AttributeError, OSError):
+                pass
 
     def _remove_ipc(self) -> None:
         if self.iso["ipcns"]:
