@@ -377,3 +377,97 @@ def test_wandb_file_being_written_is_incomplete_not_an_error(tmp_path):
     garbled.write_bytes(b":W&B\x00\x00\x00" + struct.pack("<IHB", 0, 4, 1) + b"\xff\xff\xff\xff")
     assert list(readers.wandb_records(garbled)) == [b"\xff\xff\xff\xff"]
     assert readers.wandb_run_complete(garbled) is False
+
+
+def test_plot_labels_ticks_clipping_and_no_data(tmp_path):
+    """What a reader needs on the figures: readable names, the CI and n, the node budget, integer rounds,
+    rates within [0, 1], and "no data" where a group has nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from mars2.tracking import plots
+
+    assert plots.metric_label("eval/pass1_mcts") == "Pass@1 of the search's final answer"
+    assert plots.metric_label("eval/div/ec").startswith("EC@K") and plots.agent_label("solver@qwen3_a") == "solver (qwen3_a)"
+    assert plots.is_rate("eval/pass1") and plots.is_rate("eval/div/da") and not plots.is_rate("eval/div/ec")
+    # a CI that would leave [0, 1] is clipped: values 0.9, 1.0, 1.0 → t-interval above 1
+    m, lo, hi = plots._ci([0.9, 1.0, 1.0], rate=True)
+    assert hi == 1.0 and lo < m < 1.0
+
+    runs = []
+    for seed, v in enumerate([0.9, 1.0, 1.0]):
+        runs.append({"status": "completed", "config": {"paradigm": "heterogeneous", "search": "ab_mcts", "n_agents": 2,
+                                                         "seed": seed, "eval_budget": 8},
+                     "evals": [{"round": float(r), "eval/pass1": v * r / 2} for r in range(3)],
+                     "final": {"eval/pass1": v, "eval/div/ec": 3.0, "eval/div/k": 8.0}, "initial": {"eval/pass1": 0.0},
+                     "history": []})
+    runs.append({"status": "completed", "config": {"paradigm": "single", "search": "iid", "n_agents": 1, "seed": 0},
+                 "evals": [{"round": 0.0, "eval/pass1": 0.1}], "final": {"eval/pass1": 0.1}, "initial": {}, "history": []})
+    groups = compare.group_runs(runs)
+    captured = {}
+    import matplotlib.figure
+
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, **kw):
+        captured[Path(path).name] = fig
+        return real_savefig(fig, path, **kw)
+
+    matplotlib.figure.Figure.savefig = keep
+    try:
+        assert plots.eval_curves(groups, tmp_path / "e.png") and plots.scaling_law_chart(groups, tmp_path / "s.png")
+        assert plots.diversity_bars(groups, tmp_path / "d.png")
+    finally:
+        matplotlib.figure.Figure.savefig = real_savefig
+    e = captured["e.png"]
+    ax = e.axes[0]
+    assert ax.get_ylim() == (0.0, 1.0) and ax.get_xlabel() == "training round"
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert "95 % CI over seeds (n = 1–3 seeds)" in e._suptitle.get_text() and "8 nodes per problem" in e._suptitle.get_text()
+    texts = [t.get_text() for a in e.axes for t in a.texts]
+    assert texts.count("no data") == 1  # the second metric (pass1_mcts) has no curve
+    s = captured["s.png"].axes[0]
+    assert "95 % CI" in s.get_title() and "8 nodes per problem" in s.get_title()
+    assert "Pass@1 (single sample)" in [t.get_text() for t in s.get_legend().get_texts()]
+    d = captured["d.png"].axes[0]
+    assert "K = 8 candidates per problem" in d.get_title() and d.get_ylabel() == "distinct behaviour classes among K"
+    assert "no data" in [t.get_text() for t in d.texts]  # GRPO has no diversity metrics
+
+
+@pytest.mark.slow
+def test_example_figures_for_docs(tmp_path):
+    """docs/img/plots_*.png: every figure of compare.py on an example study (4 configurations × 3 seeds,
+    synthetic numbers in the real run-record format), kept small (< 300 KB each)."""
+    import random
+
+    from mars2.tracking.plots import make_plots
+
+    rng = random.Random(0)
+    root = tmp_path / "multirun"
+    conf = {("single", "iid", 1): 0.20, ("single", "ab_mcts", 1): 0.26, ("homogeneous", "ab_mcts", 2): 0.31,
+            ("heterogeneous", "ab_mcts", 2): 0.38}
+    for (paradigm, search, n), end in conf.items():
+        agents = ("solver@qwen3_a", "debugger@llama_a") if paradigm == "heterogeneous" else ("solver@qwen3_a",)
+        for seed in range(3):
+            curve = [min(1.0, max(0.0, 0.12 + (end - 0.12) * r / 5 + rng.gauss(0, 0.02))) for r in range(6)]
+            div = None if paradigm == "single" and search == "iid" else {
+                "eval/div/ec": 1.5 + n + rng.gauss(0, 0.2), "eval/div/k": 8.0,
+                "eval/div/structural": min(1.0, 0.3 + 0.1 * n + rng.gauss(0, 0.03)),
+                "eval/div/semantic": 0.2 + 0.05 * n + rng.gauss(0, 0.02), "eval/div/da": min(1.0, 0.1 * n + rng.gauss(0, 0.02))}
+            run = write_run(root / f"{paradigm}-{search}-s{seed}", paradigm=paradigm, search=search, n_agents=n,
+                            seed=seed, pass1=curve, agents=agents, extra_final=div)
+            data = json.loads((run / "results.json").read_text())
+            data["config"]["eval_budget"] = 8
+            for e in data["evals"]:
+                v = e["eval/pass1"]
+                e.update({f"eval/tts/{b}": min(1.0, v + 0.06 * math.log2(b)) for b in (1, 2, 4, 8)})
+                e["eval/pass1_mcts"] = e["eval/tts/8"]
+            data["final"] = data["evals"][-1]
+            (run / "results.json").write_text(json.dumps(data))
+    files, notes = make_plots(compare.find_results([root]), tmp_path / "plots")
+    assert len(files) == 5 and not notes
+    img = ROOT / "docs" / "img"
+    for f in files:
+        dst = img / f"plots_{f.name}"
+        dst.write_bytes(f.read_bytes())
+        assert dst.stat().st_size < 300_000
