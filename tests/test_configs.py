@@ -228,6 +228,14 @@ def test_engine_placement_plan():
     assert engine_placement(["x"], {}, 1) == {"x": [0]}  # gpus missing: 1
     with pytest.raises(PlacementError, match=r"need 8 GPU\(s\) \(x: 4, y: 4.*6 visible"):
         engine_placement(["x", "y"], {"x": 4, "y": 4}, 6)
+    # sharing when short: slices wrap around, an engine's devices stay consecutive
+    assert engine_placement(["a", "b"], {}, 1, share=True) == {"a": [0], "b": [0]}
+    assert engine_placement(["a", "b", "c"], {"a": 2, "b": 2, "c": 2}, 4, share=True) == \
+        {"a": [0, 1], "b": [2, 3], "c": [0, 1]}
+    assert engine_placement(["a", "b", "c"], {"a": 2, "b": 1, "c": 2}, 4, share=True) == \
+        {"a": [0, 1], "b": [2], "c": [0, 1]}
+    with pytest.raises(PlacementError):  # one engine wider than the machine: never
+        engine_placement(["x"], {"x": 4}, 2, share=True)
     assert visible_device_ids([2, 3], "") == "2,3"
     assert visible_device_ids([1, 2], "4,5,6") == "5,6"
     assert visible_device_ids([0], "GPU-aa, GPU-bb") == "GPU-aa"

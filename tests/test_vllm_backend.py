@@ -206,7 +206,9 @@ def test_build_backend_places_engines_and_builds_them_on_rank_0_only(monkeypatch
     assert engine_devices({}, tp, n_visible=0) is None
     assert engine_devices({"placement": "none"}, tp, n_visible=8) is None
     with pytest.raises(SetupError, match=r"need 6 GPU\(s\).*4 visible"):
-        engine_devices({}, tp, n_visible=4)
+        engine_devices({"placement": "exclusive"}, tp, n_visible=4)
+    # auto with too few GPUs: engines share them (e.g. a 2-policy tiny team on one GPU)
+    assert engine_devices({}, {"a": 1, "b": 1}, n_visible=1) == {"a": [0], "b": [0]}
 
 
 # -- with vLLM ---------------------------------------------------------------------------------------------------

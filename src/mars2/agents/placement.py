@@ -34,9 +34,14 @@ class PlacementError(ValueError):
     """The team's engines do not fit the GPUs this process sees; the message says how many it needs."""
 
 
-def engine_placement(policy_ids: Sequence[str], gpus: Mapping[str, int], n_visible: int) -> dict[str, list[int]]:
+def engine_placement(policy_ids: Sequence[str], gpus: Mapping[str, int], n_visible: int,
+                     share: bool = False) -> dict[str, list[int]]:
     """Device indices (as this process numbers them) for each policy's engine: consecutive, disjoint slices
-    of ``gpus[pid]`` devices in the order of ``policy_ids``. ``n_visible``: GPUs this process sees."""
+    of ``gpus[pid]`` devices in the order of ``policy_ids``. ``n_visible``: GPUs this process sees.
+
+    Fewer GPUs than the slices need: a PlacementError, or with ``share`` the slices wrap around the visible
+    GPUs (engines then share devices: e.g. two tiny engines on one GPU; their ``gpu_memory_utilization`` must
+    add up to what the GPU can give). An engine wider than all visible GPUs is an error either way."""
     out: dict[str, list[int]] = {}
     nxt = 0
     for pid in policy_ids:
@@ -47,8 +52,16 @@ def engine_placement(policy_ids: Sequence[str], gpus: Mapping[str, int], n_visib
         nxt += k
     if nxt > n_visible:
         layout = ", ".join(f"{pid}: {len(d)}" for pid, d in out.items())
-        raise PlacementError(f"the team's vLLM engines need {nxt} GPU(s) ({layout}; model.policies.*.gpus), "
-                             f"{n_visible} visible")
+        widest = max((len(d) for d in out.values()), default=0)
+        if not share or widest > n_visible:
+            raise PlacementError(f"the team's vLLM engines need {nxt} GPU(s) ({layout}; model.policies.*.gpus), "
+                                 f"{n_visible} visible")
+        start = 0
+        for pid, devs in out.items():
+            if start + len(devs) > n_visible:  # an engine's devices stay consecutive: wrap before it
+                start = 0
+            out[pid] = list(range(start, start + len(devs)))
+            start = (start + len(devs)) % n_visible
     return out
 
 

