@@ -5,9 +5,13 @@ logged to the `logger` group, trees saved under trees/.
 
 What is evaluated:
 - ``ckpt=<train.py run dir>``: that run's trained policies (``<run>/policies``) with its paradigm, model and
-  roles (and task, unless ``task=...`` is given on the command line);
+  roles (and task, unless ``task=...`` is given on the command line); a run that was killed (or is still
+  running) has no ``policies/`` yet: its last complete checkpoint (``checkpoints/last.ckpt``, else the newest
+  ``roundNNNN.ckpt``) is evaluated instead, and results.json says which (``config.checkpoint``);
 - no ckpt: the policies of ``model`` (tiny ones warm-started from the cache, or real checkpoints);
-- ``rollout=openai``: a served model behind an OpenAI-compatible endpoint; no local policies are built.
+- ``rollout=openai``: a served model behind an OpenAI-compatible endpoint; no local policies are built
+  (``rollout.base_url=http://host:8000/v1``, ``rollout.model=<served name>``; an unreachable or refusing
+  server ends with one line after ``rollout.max_retries`` retries).
 
 The evaluation search: in evaluate.py the ``search`` group *is* the evaluation search (``eval.search`` is
 ``${search}``). train.py's spelling ``search@eval.search=t_plus`` (and ``eval.search.<key>=...``) is accepted
