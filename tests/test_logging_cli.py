@@ -142,3 +142,18 @@ def test_debug_fast_run_piped_has_a_line_per_round(tmp_path):
     both = stdout + stderr
     assert both.count("GPU available") == 1 and "INFO: GPU available" not in both
     assert "Writing model shards" not in both and "Loading weights" not in both
+
+
+def test_no_transformers_bars_when_stderr_is_not_a_terminal():
+    """Every entry point goes through Hydra's plugin scan (hydra_plugins.mars2_optuna_sweeper) before its task
+    imports transformers: with stderr piped, transformers' tqdm bars are off; an explicit setting wins."""
+    code = ("import hydra_plugins.mars2_optuna_sweeper\n"
+            "from transformers.utils import logging as l\n"
+            "print(l.is_progress_bar_enabled())\n")
+    e = env()
+    e.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=e)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr[-2000:]
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**e, "HF_HUB_DISABLE_PROGRESS_BARS": "0"})
+    assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr[-2000:]

@@ -7,14 +7,26 @@
   plugin module before it composes any config, so the resolvers exist when the launcher config resolves —
   also in a ``--cfg hydra`` dry run.
 
+- No transformers / huggingface_hub progress bars ("Loading weights", "Writing model shards") when stderr is
+  not a terminal, for every mars2 entry point (train.py, evaluate.py, study.py): huggingface_hub reads
+  ``HF_HUB_DISABLE_PROGRESS_BARS`` when it is imported, and Hydra imports this module before the task runs
+  (the same rule as :func:`mars2.cli.quiet.quiet_progress_bars`; an explicit setting wins).
+
 Kept import-light: Hydra imports these modules on every start-up (optuna is imported only when a sweep runs).
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from omegaconf import OmegaConf
+
+try:
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+except Exception:  # a closed / replaced stderr: leave the bars alone
+    pass
 
 
 def _is_gpu(accelerator: Any) -> bool:
