@@ -157,20 +157,25 @@ def cost(args, problems: dict, sandbox) -> dict:
         models, toks, cfgs = build_untrained(c, pids, problems)
         for pid in pids:
             cfg = dataclasses.replace(cfgs[pid], steps=args.steps, n_refine_pool=64, harvest_at=[], checkpoint_every=0)
-            stamps: list[float] = []
+            stamps: list[tuple[float, float]] = []
             warm_start(models[pid], toks[pid], problems["warmup"], cfg, None, sandbox=sandbox, progress=False, tag=pid,
-                       role_prompts=[r["prompt"] for r in c["roles"]], on_step=lambda s, l: stamps.append(time.time()))
-            step_s = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+                       role_prompts=[r["prompt"] for r in c["roles"]],
+                       on_step=lambda s, l: stamps.append((time.time(), time.process_time())))
+            n = max(1, len(stamps) - 1)
+            step_wall, step_cpu = ((stamps[-1][i] - stamps[0][i]) / n for i in (0, 1))
             models[pid].eval()
             be = HFBackend({pid: models[pid]}, {pid: toks[pid]}, max_new_tokens=128, temperature=1.0, seed=0)
             agent = AgentSpec(name="a", role_prompt="", policy_id=pid)
             reqs = [GenerationRequest(pid, fresh_messages(p, agent)) for p in problems["test"][:32]]
-            t = time.time()
+            t, tc = time.time(), time.process_time()
             gens = be.generate(reqs)
-            gen_s = time.time() - t
-            out[f"{name}/{pid}"] = {"params": n_params(models[pid]), "warm_start_step_seconds": step_s,
-                                    "generate_32_seconds": gen_s,
-                                    "new_tokens": sum(len(g.response_ids) for g in gens)}
+            gen_s, gen_cpu = time.time() - t, time.process_time() - tc
+            new_tokens = sum(len(g.response_ids) for g in gens)
+            # CPU seconds (this process, 1 thread) are what the model costs; wall seconds depend on the load.
+            out[f"{name}/{pid}"] = {"params": n_params(models[pid]), "warm_start_step_cpu_seconds": step_cpu,
+                                    "warm_start_step_wall_seconds": step_wall, "generate_32_cpu_seconds": gen_cpu,
+                                    "generate_32_wall_seconds": gen_s, "new_tokens": new_tokens,
+                                    "generate_cpu_ms_per_token": 1000 * gen_cpu / max(1, new_tokens)}
             print(name, pid, json.dumps(out[f"{name}/{pid}"]), flush=True)
     return out
 
@@ -186,6 +191,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--processes", type=int, default=None)
     ap.add_argument("--runs", nargs="*", default=[])
+    ap.add_argument("--splits", nargs="*", default=["test", "test_iid"], help="rl: held-out splits to compare on")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--note", default="")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
@@ -272,19 +278,21 @@ def main() -> None:
             if not args.runs:
                 sys.exit("calibration.py rl: give the finished runs with --runs DIR ...")
             base_models, base_toks, _ = build_policies(c, pids, problems, sandbox, progress=False)
-            diffs: dict[str, dict[str, list]] = {pid: {"test": [], "test_iid": []} for pid in pids}
+            diffs: dict[str, dict[str, list]] = {pid: {s: [] for s in args.splits} for pid in pids}
             per_run = []
             for run in args.runs:
                 run = Path(run)
-                rc = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-                seed = int(rc.get("seed", len(per_run)))
+                rc = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
+                if rc.get("status") != "completed":
+                    sys.exit(f"calibration.py rl: {run} is not a completed run (results.json status {rc.get('status')!r})")
+                seed = int(rc["config"]["seed"])
                 trained = [p for p in pids if (run / "policies" / p).is_dir()]
                 t_models, t_toks, _ = build_policies(c, trained, problems, sandbox, weights_dir=run / "policies",
                                                      progress=False)
                 row = {"run": str(run), "seed": seed, "policies": {}}
                 for pid in trained:
                     agent = AgentSpec(name=role["name"], role_prompt=role["prompt"], policy_id=pid)
-                    for split in ("test", "test_iid"):
+                    for split in args.splits:
                         probs = problems[split][: args.n_problems or None]
                         vals = {}
                         for tag, mdl, tk in (("base", base_models[pid], base_toks[pid]),
@@ -300,7 +308,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             for pid in pids:
                 entry = res["policies"].setdefault(pid, {})
-                for split in ("test", "test_iid"):
+                for split in args.splits:
                     pairs = diffs[pid][split]
                     if not pairs:
                         continue
@@ -310,12 +318,23 @@ def main() -> None:
                     entry[f"rl_gain_{split}"] = {"mean": m, "ci_low": lo, "ci_high": hi, "seeds": len(pairs),
                                                  "per_seed": [float(x) for x in (a - b).mean(axis=1)]}
             phase["runs"] = per_run
-            phase["samples"] = args.samples
+            phase.update(samples=args.samples, splits=args.splits,
+                         n_problems={s: len(problems[s][: args.n_problems or None]) for s in args.splits})
     phase["seconds"] = time.time() - t0
     phase["loadavg_after"] = os.getloadavg()
     res.setdefault("phases", {})[args.phase] = phase
+    # Merge into the file as it is now (another phase may have written it meanwhile): this phase's keys win.
+    now = _load(out_path)
+    for k, v in res.items():
+        if k == "policies":
+            for pid, entry in v.items():
+                now.setdefault("policies", {}).setdefault(pid, {}).update(entry)
+        elif isinstance(v, dict) and isinstance(now.get(k), dict):
+            now[k].update(v)
+        else:
+            now[k] = v
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(res, indent=2) + "\n")
+    out_path.write_text(json.dumps(now, indent=2) + "\n")
     print(f"wrote {out_path}")
 
 
