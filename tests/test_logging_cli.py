@@ -157,3 +157,24 @@ def test_no_transformers_bars_when_stderr_is_not_a_terminal():
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**e, "HF_HUB_DISABLE_PROGRESS_BARS": "0"})
     assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr[-2000:]
+
+
+def test_round_metrics_in_the_rich_rounds_bar():
+    """In a terminal the rich bars carry the round's key metrics: per-policy reward and loss, Pass@1."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from mars2.tracking.progress import RoundLogLogger, bar_summary
+
+    assert bar_summary({**ROUND, **EVAL}) == "reward 0.25/0.50 · loss -0.012 · pass@1 0.125"
+    progress = Progress(console=Console(file=io.StringIO()))
+    task = progress.add_task("rounds", total=4)
+    other = progress.add_task("round 1 rollout", total=8)
+    lg = RoundLogLogger(rounds=4, eval_every=1).attach(progress)
+    lg.log_metrics({**ROUND, "round": 1.0}, step=1)
+    assert progress.tasks[task].description == "rounds"  # waits for the evaluation of round 1
+    lg.log_metrics({**EVAL, "round": 1.0}, step=1)
+    assert progress.tasks[task].description == "rounds reward 0.25/0.50 · loss -0.012 · pass@1 0.125"
+    assert progress.tasks[other].description == "round 1 rollout"

@@ -13,7 +13,8 @@ so that one line carries both; any other round's line is written as soon as the 
 
 Where the lines go is the job-logging config's business (``conf/hydra/job_logging/mars2.yaml``): always the
 run's log file; the console only when stdout is not a terminal (:class:`mars2.cli.quiet.TerminalRoundFilter`).
-:func:`bar_summary` is the short form for a progress bar's description.
+:func:`bar_summary` is the short form for a progress bar's description; :meth:`RoundLogLogger.attach` puts
+it on the ``rounds`` bar of a rich ``Progress`` (the terminal view).
 """
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ class RoundLogLogger(Logger):
         self.eval_at_start = bool(eval_at_start)
         self._pending: tuple[int, dict[str, Any]] | None = None
         self.lines: list[str] = []  # what was written (for callers and tests)
+        self.progress: Any = None  # a rich Progress (see attach)
 
     @property
     def name(self) -> str:
@@ -136,15 +138,33 @@ class RoundLogLogger(Logger):
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def _write(self, line: str) -> None:
+    def attach(self, progress: Any) -> "RoundLogLogger":
+        """Also show each round's key metrics (:func:`bar_summary`) in the description of the ``rounds`` task
+        of a rich ``Progress`` (the terminal's view; train.py: ``lg.attach(progress)`` for its bars)."""
+        self.progress = progress
+        return self
+
+    def _show_in_bar(self, rnd: Mapping[str, Any] | None, ev: Mapping[str, Any] | None) -> None:
+        if self.progress is None:
+            return
+        summary = bar_summary({**(rnd or {}), **(ev or {})})
+        try:
+            for task in self.progress.tasks:
+                if str(task.description).split(" ", 1)[0] == "rounds":
+                    self.progress.update(task.id, description=f"rounds {summary}" if summary else "rounds")
+        except Exception:  # the bars are cosmetic; the log line is what counts
+            pass
+
+    def _write(self, line: str, rnd: Mapping[str, Any] | None = None, ev: Mapping[str, Any] | None = None) -> None:
         self.lines.append(line)
         log.info(line)
+        self._show_in_bar(rnd, ev)
 
     def _flush(self) -> None:
         if self._pending is not None:
             step, rnd = self._pending
             self._pending = None
-            self._write(round_line(step, self.rounds, rnd, None))
+            self._write(round_line(step, self.rounds, rnd, None), rnd)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -155,15 +175,15 @@ class RoundLogLogger(Logger):
             if self.evaluated(step):
                 self._pending = (step, m)
             else:
-                self._write(round_line(step, self.rounds, m, None))
+                self._write(round_line(step, self.rounds, m, None), m)
         elif is_eval_metrics(m):
             if self._pending is not None and self._pending[0] == step:
                 rnd = self._pending[1]
                 self._pending = None
-                self._write(round_line(step, self.rounds, rnd, m))
+                self._write(round_line(step, self.rounds, rnd, m), rnd, m)
             else:
                 self._flush()
-                self._write(round_line(step, self.rounds, None, m))
+                self._write(round_line(step, self.rounds, None, m), None, m)
 
     def save(self) -> None:
         pass
