@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--independent-k", type=int, nargs="*", default=[],
                     help="extra rows with parallel_rule=independent (treequest's ask_batch) at these k")
+    ap.add_argument("--few-trees", type=int, default=0,
+                    help="also run the k rows on only this many problems (few trees per generation batch: the "
+                         "regime where batching across trees gives little and k matters most)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
 
@@ -94,8 +97,12 @@ def main() -> None:
     problems = load_problems(c)
     test = problems["test"][: args.n_problems]
     base = search_config(c["eval"]["search"])
-    rows = [(k, "virtual_loss") for k in args.ks] + [(k, "independent") for k in args.independent_k]
-    names = [f"k{k}" if rule == "virtual_loss" else f"k{k}_independent" for k, rule in rows]
+    n = len(test)
+    rows = [(k, "virtual_loss", n) for k in args.ks] + [(k, "independent", n) for k in args.independent_k]
+    if args.few_trees:
+        rows += [(k, "virtual_loss", args.few_trees) for k in args.ks]
+    names = [(f"k{k}" if rule == "virtual_loss" else f"k{k}_independent") + ("" if m == n else f"_{m}trees")
+             for k, rule, m in rows]
     sandbox = build_sandbox(c)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     pass1: dict[str, list[list[float]]] = {n: [] for n in names}
@@ -107,13 +114,13 @@ def main() -> None:
             order = list(range(len(rows)))
             order = order[si % len(order):] + order[: si % len(order)]  # rotate the row order per seed
             for ri in order:
-                (k, rule), name = rows[ri], names[ri]
+                (k, rule, m), name = rows[ri], names[ri]
                 cfg = dataclasses.replace(base, budget=args.budget, parallel=k, parallel_rule=rule)
                 torch.manual_seed(seed)
                 backend = build_backend(c, models, tokenizers, seed=seed)
                 runner = SearchRunner(backend, sandbox, agents, cfg)
                 la = os.getloadavg()[0]
-                trees = runner.run(test, seed=seed + 7919)  # evaluate.py's evaluation seed offset
+                trees = runner.run(test[:m], seed=seed + 7919)  # evaluate.py's evaluation seed offset
                 st = dict(runner.stats)
                 tokens = sum(len(n.response_ids) for t in trees for n in t.real_nodes())
                 p1 = pass1_mcts_values(trees, args.budget, None, "tiebreak")
@@ -143,9 +150,11 @@ def write_results(args, names, rows, runs, pass1, agents, test, base, setup_s, l
     from mars2.metrics.stats import mean_ci, paired_summary
 
     table = {}
-    ref = "k1" if "k1" in names else names[0]
     n_done = min(len(runs[n]) for n in names)
-    for name, (k, rule) in zip(names, rows):
+    for name, (k, rule, m) in zip(names, rows):
+        # the reference of a row: k=1 (virtual loss) on the same problems
+        ref = next((nm for nm, (k2, r2, m2) in zip(names, rows) if k2 == 1 and r2 == "virtual_loss" and m2 == m),
+                   names[0])
         rs = runs[name][:n_done]
         if not rs:
             continue
@@ -154,7 +163,7 @@ def write_results(args, names, rows, runs, pass1, agents, test, base, setup_s, l
         _, slo, shi = mean_ci(grid.mean(axis=1))  # over seeds
         speed = [r["wall_s"] / q["wall_s"] for r, q in zip(runs[ref], rs)]  # same seed, same run
         table[name] = {
-            "parallel": k, "parallel_rule": rule,
+            "parallel": k, "parallel_rule": rule, "n_problems": m, "reference_row": ref,
             "pass1_mcts": {"mean": m, "ci_problems": [lo, hi], "ci_seeds": [slo, shi],
                            "per_seed": [r["pass1_mcts"] for r in rs]},
             "pass_at_n": summarise([r["pass_at_n"] for r in rs]),
