@@ -175,3 +175,53 @@ def test_real_presets_train_bf16_with_fp32_master_weights(preset):
     policy = torch.nn.Linear(4, 4).to(torch.bfloat16)  # a bf16 policy as from_pretrained(dtype=bf16) gives
     opts, _ = MarsModule({"p": policy}, LossConfig(kl_coef=0.0), c["model"]["optim"]).configure_optimizers()
     assert isinstance(opts[0], MasterWeightAdamW)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_training_step_publishes_unsharded_and_defers_to_sync_policies_when_sharded(sharded, monkeypatch):
+    """Unsharded: the hook gets the policy module right after each step (backend lazy/eager as configured).
+    Sharded: never from training_step (a collective inside one rank's step would deadlock); sync_policies,
+    which every rank enters, publishes each updated policy once, as an unsharded FullWeights copy."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from mars2.agents.models import PolicySpec, build_policy
+    from mars2.agents.tokenizer import build_tiny_tokenizer
+    from mars2.rl.collate import collate
+    from mars2.rl.objective import LossConfig, compute_old_logprobs
+    from mars2.training.module import MarsModule
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "real_scale.py"
+    spec = importlib.util.spec_from_file_location("bench_real_scale", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_real_scale"] = bench
+    spec.loader.exec_module(bench)
+    tok = build_tiny_tokenizer(["def solve(xs):\n    return xs\n"] * 4, vocab_size=300)
+    model, _ = build_policy(PolicySpec(id="p", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                       head_dim=16, intermediate_size=48), tok)
+    module = MarsModule({"p": model}, LossConfig(kl_coef=0.0), {"lr": 1e-3, "grad_clip": 0.0})
+    calls: list[tuple[str, str]] = []
+    module.on_policy_updated = lambda pid, m: calls.append((pid, type(m).__name__))
+    if sharded:
+        monkeypatch.setattr(module, "_sharded", lambda: True)
+    batches = []
+    for samples in bench.synthetic_batches(model.config.vocab_size, int(tok.pad_token_id), "p", steps=2):
+        compute_old_logprobs(model, samples, int(tok.pad_token_id))
+        b = collate(samples, int(tok.pad_token_id))
+        b["policy_id"] = "p"
+        batches.append(b)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    assert module.policy_steps["p"] == 2
+    if not sharded:
+        assert calls == [("p", type(model).__name__)] * 2
+        assert module.sync_policies() == [] and len(calls) == 2
+        return
+    assert calls == []
+    assert module.sync_policies() == ["p"] and calls == [("p", "FullWeights")]
+    assert module.sync_policies() == [] and len(calls) == 1  # nothing new since
