@@ -159,12 +159,12 @@ def write_results(args, names, rows, runs, pass1, agents, test, base, setup_s, l
         if not rs:
             continue
         grid = np.array(pass1[name][:n_done])  # seeds × problems
-        m, lo, hi = mean_ci(grid.mean(axis=0))  # over problems (of per-problem means over seeds)
+        mean, lo, hi = mean_ci(grid.mean(axis=0))  # over problems (of per-problem means over seeds)
         _, slo, shi = mean_ci(grid.mean(axis=1))  # over seeds
         speed = [r["wall_s"] / q["wall_s"] for r, q in zip(runs[ref], rs)]  # same seed, same run
         table[name] = {
             "parallel": k, "parallel_rule": rule, "n_problems": m, "reference_row": ref,
-            "pass1_mcts": {"mean": m, "ci_problems": [lo, hi], "ci_seeds": [slo, shi],
+            "pass1_mcts": {"mean": mean, "ci_problems": [lo, hi], "ci_seeds": [slo, shi],
                            "per_seed": [r["pass1_mcts"] for r in rs]},
             "pass_at_n": summarise([r["pass_at_n"] for r in rs]),
             "nodes_per_s": summarise([r["nodes_per_s"] for r in rs]),
