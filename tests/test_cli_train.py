@@ -200,7 +200,7 @@ def test_sweep_with_one_bad_job_ends_with_a_summary_not_a_traceback(tmp_path):
     """One job cannot start (9 agents on a roster of 3), the other trains: the sweep runs both and ends with
     one line for the failed job and a summary, exit code 1 — not Hydra re-raising the failure."""
     p = _train(["-m", *QUICK, "paradigm.n_agents=9,2", f"hydra.sweep.dir={tmp_path}",
-                "+hydra.callbacks.sweep_summary._target_=mars2.cli.train.SweepSummary"])
+                "++hydra.callbacks.sweep_summary._target_=mars2.cli.train.SweepSummary"])
     assert p.returncode == 1, p.stderr[-3000:]
     assert "Traceback" not in p.stderr + p.stdout
     failed = [ln for ln in p.stderr.splitlines() if ln.startswith("mars2: FAILED")]

@@ -273,10 +273,15 @@ def test_optuna_trial_that_does_not_compose_aborts_and_is_not_counted(tmp_path):
 # -- failed jobs in a -m sweep ------------------------------------------------------------------------------------------
 def test_failed_jobs_leave_markers_and_the_sweep_goes_on(tmp_path):
     """Job 0 has a bad config, job 1 has no weights (real-scale model): each leaves FAILED.json and a failed
-    results.json, job 1 runs although job 0 failed, and the sweep exits non-zero at the end."""
-    p = run([str(ROOT / "train.py"), "-m", "search.budget=0,4", "model=8b", f"hydra.sweep.dir={tmp_path}"],
-            cwd=ROOT, timeout=300)
+    results.json, job 1 runs although job 0 failed, and the sweep ends with one line per failed job and a
+    summary (mars2.cli.train.SweepSummary, ``++`` so this works whether conf/train.yaml lists it or not),
+    exit code 1, no traceback."""
+    p = run([str(ROOT / "train.py"), "-m", "search.budget=0,4", "model=8b", f"hydra.sweep.dir={tmp_path}",
+             "++hydra.callbacks.sweep_summary._target_=mars2.cli.train.SweepSummary"], cwd=ROOT, timeout=300)
     assert p.returncode == 1
+    assert "Traceback" not in p.stdout + p.stderr
+    assert len([ln for ln in p.stderr.splitlines() if ln.startswith("mars2: FAILED ")]) == 2
+    assert f"mars2: sweep {tmp_path}: 2 job(s), 2 failed" in p.stderr
     jobs = sorted(d for d in tmp_path.iterdir() if d.is_dir())
     assert [d.name.split("_")[0] for d in jobs] == ["0", "1"]
     errors = [json.loads((d / "FAILED.json").read_text())["error"] for d in jobs]
