@@ -67,6 +67,8 @@ class MasterWeightAdamW(torch.optim.Optimizer):
                     st["master"] = p.detach().to(torch.float32, copy=True)
                     st["exp_avg"] = torch.zeros_like(st["master"])
                     st["exp_avg_sq"] = torch.zeros_like(st["master"])
+                if st["step"].device.type != "cpu":  # moved with the state (Lightning, resume): keep it a
+                    st["step"] = st["step"].cpu()     # CPU scalar, so reading it never syncs the device
                 st["step"] += 1
                 t = float(st["step"])
                 g = p.grad.to(torch.float32)
