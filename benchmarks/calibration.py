@@ -191,6 +191,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--processes", type=int, default=None)
     ap.add_argument("--runs", nargs="*", default=[])
+    ap.add_argument("--round", type=int, default=None,
+                    help="rl: evaluate the runs' snapshot checkpoints/roundNNNN.ckpt (runs may still be running)")
     ap.add_argument("--splits", nargs="*", default=["test", "test_iid"], help="rl: held-out splits to compare on")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--note", default="")
@@ -283,13 +285,25 @@ def main() -> None:
             for run in args.runs:
                 run = Path(run)
                 rc = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
-                if rc.get("status") != "completed":
-                    sys.exit(f"calibration.py rl: {run} is not a completed run (results.json status {rc.get('status')!r})")
                 seed = int(rc["config"]["seed"])
-                trained = [p for p in pids if (run / "policies" / p).is_dir()]
-                t_models, t_toks, _ = build_policies(c, trained, problems, sandbox, weights_dir=run / "policies",
-                                                     progress=False)
-                row = {"run": str(run), "seed": seed, "policies": {}}
+                if args.round is not None:  # a snapshot of a (possibly still running) run
+                    from mars2.cli.evaluate import load_checkpoint_policies
+
+                    ck = run / "checkpoints" / f"round{args.round:04d}.ckpt"
+                    if not ck.is_file():
+                        sys.exit(f"calibration.py rl: no snapshot {ck}")
+                    trained = list(pids)
+                    t_models, t_toks, _ = build_policies(c, trained, problems, sandbox, progress=False, warm=False)
+                    rounds_done = load_checkpoint_policies(t_models, ck)
+                else:
+                    if rc.get("status") != "completed":
+                        sys.exit(f"calibration.py rl: {run} is not a completed run (status {rc.get('status')!r}); "
+                                 f"use --round N for a snapshot")
+                    trained = [p for p in pids if (run / "policies" / p).is_dir()]
+                    t_models, t_toks, _ = build_policies(c, trained, problems, sandbox, weights_dir=run / "policies",
+                                                         progress=False)
+                    rounds_done = int(rc["config"].get("rounds", -1))
+                row = {"run": str(run), "seed": seed, "rounds_done": rounds_done, "policies": {}}
                 for pid in trained:
                     agent = AgentSpec(name=role["name"], role_prompt=role["prompt"], policy_id=pid)
                     for split in args.splits:
