@@ -307,7 +307,7 @@ def test_config_validation_and_overrides():
 
 def test_isolation_report(sb):
     iso = sb.isolation
-    assert set(iso) >= {"netns", "mountns", "pidns", "uid", "tmpfs", "notes"}
+    assert set(iso) >= {"netns", "mountns", "ipcns", "pidns", "uid", "tmpfs", "seccomp", "memory", "notes"}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,17 +14,25 @@ that set up its isolation once and forks a fresh child per program run (function
 Isolation actually achieved is reported by :attr:`Sandbox.isolation` and set up by the server once:
 
 - as root (here, and CI): a network namespace without interfaces; a private mount namespace with a
-  minimal read-only root (``chroot``: /usr, /bin, /lib*, /etc and the interpreter's directories; fresh
-  tmpfs /tmp, /var/tmp, /dev/shm wiped after every run; /proc with ``hidepid``); per run a fresh PID
-  namespace whose PID 1 is the child (killing it kills everything the program started) and a uid of the
-  server's own (2,000,000 + server pid: RLIMIT_NPROC counts only our children; no write access anywhere
-  but the work dir);
-- unprivileged with user namespaces: the same network/mount/root isolation and one PID namespace per
-  server with a private /proc; the program keeps the caller's uid, without capabilities;
-- neither: no network or file-system isolation (one warning; ``network=namespace`` refuses to start),
-  only rlimits, sessions and a descendant sweep.
+  minimal read-only root (``chroot``: /usr, /bin, /lib*, /etc and the interpreter's directories, wherever
+  the venv lives, /tmp included; fresh tmpfs /tmp, /var/tmp, /dev/shm wiped after every run; /proc with
+  ``hidepid``); a private IPC namespace (SysV shm/msg/sem and POSIX queues removed after every run); a
+  memory cgroup of the server's own that limits all processes of a run together (cgroup v2
+  ``memory.max``, else v1 ``memory.limit_in_bytes``; ``memory_mb`` + 32 MB; an OOM kill is a ``memory``
+  verdict); per run a fresh PID namespace whose PID 1 is the child (killing it kills everything the
+  program started) and a uid of the server's own (2,000,000 + server pid: RLIMIT_NPROC counts only our
+  children; no write access anywhere but the work dir);
+- unprivileged with user namespaces: the same network/mount/IPC/root isolation and one PID namespace
+  per server with a private /proc; the program keeps the caller's uid, without capabilities; a memory
+  cgroup only where one is delegated to the caller;
+- neither: no network, file-system or IPC isolation (one warning; ``network=namespace`` refuses to
+  start), only rlimits, sessions and a descendant sweep.
 Every child: own session, rlimits (CPU, address space, file size, open files, processes, no core),
-no-new-privileges, death with the server, only its own fds, a scrubbed environment.
+no-new-privileges, death with the server, only its own fds, a scrubbed environment, and last a seccomp
+filter (:func:`harness.seccomp_program`: keyrings, io_uring, userfaultfd, bpf, ptrace, perf, the mount
+family, namespaces, kexec/modules, process_vm_* denied; sockets only AF_UNIX/INET/INET6). Without a
+memory cgroup, memory is limited per process only (RLIMIT_AS; a run may use ``max_processes`` times
+``memory_mb``), which ``isolation["memory"] == "rlimit_as"`` and a note say.
 
 Comparison (our choices, documented in the README):
 
@@ -524,7 +532,8 @@ class Sandbox:
 
     @property
     def isolation(self) -> dict[str, Any]:
-        """What the servers achieved: netns, mountns, tmpfs dirs, pidns, uid, notes."""
+        """What the servers achieved: netns, mountns, ipcns, tmpfs dirs, root, pidns, uid, seccomp, memory
+        ("cgroup2" | "cgroup1" | "rlimit_as" | "none", with memory_cgroup and memory_run_mb), notes."""
         self._ensure_started()
         return dict(self._workers[0].iso)
 
