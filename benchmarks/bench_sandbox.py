@@ -326,7 +326,9 @@ def bench_layer_micro(n: int = 300) -> dict:
     return {"microseconds": {k: round(statistics.median(v), 1) for k, v in rounds.items() if v},
             "batches": rounds, "n_per_batch": n,
             "note": "CPU us; fork = fork+exit+wait of a server-sized process; the others are what the layer adds per "
-                    "program (seccomp: building+installing the filter in the child; memory_cgroup: the child's "
+                    "program (seccomp: what installing the filter in every child would cost - the server now "
+                    "installs it once on itself and children inherit it, so its per-program cost is only the "
+                    "filter's per-syscall overhead, in the noise of the end-to-end 'layers' rows; memory_cgroup: the child's "
                     "oom_score_adj write, children join the server's cgroup at no cost; pidns: setns+unshare "
                     "before the fork and the namespace's teardown; ipc_cleanup and cgroup_oom_reads: the "
                     "server's per-run work). The IPC namespace itself is per server: no per-program cost."}

@@ -337,11 +337,13 @@ _NR_SOCKET, _NR_SOCKETPAIR, _NR_CLONE, _NR_CLONE3 = 41, 53, 56, 435
 
 
 def seccomp_program(arch: str | None = None) -> bytes | None:
-    """The BPF filter every child installs (None: architecture not supported). In order: any other ABI
+    """The BPF filter of the server and so of every child (None: architecture not supported). In order: any other ABI
     (i386 ``int 0x80``, x32) kills the process; the syscalls in ``_DENY_X86_64`` fail with EPERM;
     ``socket``/``socketpair`` only for AF_UNIX, AF_INET, AF_INET6 (AF_VSOCK, netlink, packet, ... get
-    EAFNOSUPPORT); ``clone`` with any CLONE_NEW* flag fails with EPERM; ``clone3`` (flags out of reach of
-    a filter) fails with ENOSYS, so libc falls back to ``clone``; everything else is allowed."""
+    EAFNOSUPPORT); ``clone`` with any CLONE_NEW* flag fails with EPERM; ``unshare`` and ``setns`` only
+    for PID namespaces (the server's per-run namespace; they need CAP_SYS_ADMIN, which programs lack);
+    ``clone3`` (flags out of reach of a filter) fails with ENOSYS, so libc falls back to ``clone``;
+    everything else is allowed."""
     arch = arch or os.uname().machine
     if arch != "x86_64":
         return None
@@ -360,7 +362,9 @@ def seccomp_program(arch: str | None = None) -> bytes | None:
     ins(RET, _RET_KILL_PROCESS)
     ins(LD, 0)                                   # seccomp_data.nr
     ins(JGE, 0x40000000, "eperm", 0)             # x32 ABI
-    for nr in sorted(set(_DENY_X86_64.values())):
+    ins(JEQ, _DENY_X86_64["unshare"], "unshare", 0)
+    ins(JEQ, _DENY_X86_64["setns"], "setns", 0)
+    for nr in sorted(set(_DENY_X86_64.values()) - {_DENY_X86_64["unshare"], _DENY_X86_64["setns"]}):
         ins(JEQ, nr, "eperm", 0)
     ins(JEQ, _NR_CLONE3, "enosys", 0)
     ins(JEQ, _NR_SOCKET, "family", 0)
@@ -375,6 +379,17 @@ def seccomp_program(arch: str | None = None) -> bytes | None:
     labels["clone"] = len(prog)
     ins(LD, 16)                                  # clone flags (x86_64: first argument)
     ins(JSET, CLONE_NEW_ANY, "eperm", "allow")
+    # The server itself runs under this filter (children inherit it: no per-fork cost) and needs exactly
+    # unshare(CLONE_NEWPID) and setns(fd, CLONE_NEWPID) for the per-run PID namespace. Both need
+    # CAP_SYS_ADMIN, which programs never have; every other flag or namespace type is denied.
+    labels["unshare"] = len(prog)
+    ins(LD, 20)                                  # high 32 bits of args[0]
+    ins(JEQ, 0, 0, "eperm")
+    ins(LD, 16)
+    ins(JEQ, CLONE_NEWPID, "allow", "eperm")
+    labels["setns"] = len(prog)
+    ins(LD, 24)                                  # args[1]: the namespace type
+    ins(JEQ, CLONE_NEWPID, "allow", "eperm")
     labels["allow"] = len(prog)
     ins(RET, _RET_ALLOW)
     labels["eperm"] = len(prog)
@@ -398,7 +413,8 @@ class _SockFprog(ctypes.Structure):
 
 
 class SeccompFilter:
-    """A filter prepared once in the server; :meth:`install` (one prctl) in every child."""
+    """A filter the server installs on itself once set up (every child inherits it: installing it per child
+    cost ~0.5 ms of CPU, the kernel JIT-compiles each copy)."""
 
     def __init__(self, program: bytes) -> None:
         self.buf = ctypes.create_string_buffer(program, len(program))
@@ -1041,6 +1057,14 @@ class Server:
         except OSError:
             pass
         self._prepare_children()
+        if self.seccomp is not None:
+            try:  # last: from here on the server (and every child) runs under the filter
+                prctl(PR_SET_NO_NEW_PRIVS, 1)
+                self.seccomp.install()
+            except OSError as e:
+                self.seccomp = None
+                self.iso["seccomp"] = False
+                self.iso["notes"].append(f"the kernel refused the seccomp filter ({e}): no syscall filter")
 
     def _setup_memory_cgroup(self) -> None:
         mb = int(self.cfg.get("memory_mb") or 0)
@@ -1087,6 +1111,8 @@ class Server:
             flt.install()
             if libc().syscall(ctypes.c_long(_DENY_X86_64["keyctl"]), ctypes.c_long(0), ctypes.c_long(-3)) != -1:
                 raise OSError("filter not effective")
+            if os.geteuid() == 0 and self.iso["mountns"]:
+                unshare(CLONE_NEWPID)  # what the server still needs under its own filter
         if self._probe(probe):
             self.seccomp = flt
             self.iso["seccomp"] = True
@@ -1561,8 +1587,6 @@ class Server:
         # (see _prepare_children): only objects are swapped here, which keeps the fork cheap.
         sys.stdin, sys.stdout, sys.stderr = self.stdio
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = self.stdio
-        if self.seccomp is not None:
-            self.seccomp.install()  # last: from here on only what the program itself may do
 
     # -- waiting on a child ---------------------------------------------------------------------------
     def kill(self, p: _Proc) -> None:
