@@ -8,7 +8,9 @@ start, same cache under .cache/mars2), then per policy on held-out `test` proble
 - repair rate: every failing fresh program is refined once with its real public-test feedback (vanilla
   refinement prompt, method.md §1); the share of those refinements that pass all tests.
 
-Results go to benchmarks/results/warm_start.json.
+Results go to benchmarks/results/warm_start.json (the v1 world: vanilla repair data only). The v2 calibration
+(issue 17: both feedback styles, repair vs a fresh sample on the *same* failing programs, `test_iid`, RL gain
+with paired CIs) is benchmarks/calibration.py → benchmarks/results/calibration.json.
 
     PYTHONPATH=src python benchmarks/calibrate_warm_start.py [--samples 4] [overrides ...]
 """
