@@ -197,7 +197,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--note", default="")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
-    args = ap.parse_args()
+    args, extra = ap.parse_known_args()  # Hydra overrides may come after the options too
+    bad = [a for a in extra if a.startswith("-")]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(args.overrides) + extra
 
     import numpy as np
     import torch
