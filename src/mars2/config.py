@@ -108,6 +108,14 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     _choice(cfg, "search.feedback", ("vanilla", "t_plus"))
     check_t_plus_feedback(_get(cfg, "search"))
     _int(cfg, "search.budget")
+    if "parallel" in _get(cfg, "search"):  # before warm start, not when the SearchConfig is built after it
+        from mars2.search.factory import PARALLEL_RULES
+
+        _int(cfg, "search.parallel")
+        _choice(cfg, "search.parallel_rule", tuple(PARALLEL_RULES))
+        if _get(cfg, "search.mode") == "sequential" and _get(cfg, "search.parallel") != 1:
+            raise ConfigError("`search.parallel` must be 1 for search=sequential (a refinement chain has one "
+                              "pending node at a time)")
     _choice(cfg, "rl.loss", LOSSES)
     _choice(cfg, "rl.shaping", SHAPINGS)
     _choice(cfg, "rl.reward_tests", REWARD_TESTS)

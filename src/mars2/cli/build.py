@@ -96,9 +96,13 @@ def build_policies(
     if model_cfg.get("scale") == "mini" and weights_dir is None:
         from mars2.agents.tokenizer import build_tiny_tokenizer
         from mars2.tasks.minicode import corpus_texts
+        from mars2.tasks.registry import require_split
 
+        # the miniature's tokenizer and warm start are built from the task's warmup split (minicode has one;
+        # a real benchmark has none: one line instead of a KeyError)
+        warmup = require_split(f"{cfg['task']['name']} (model={model_cfg.get('name')} warm-starts on it)", problems, "warmup")
         shared_tok = build_tiny_tokenizer(
-            corpus_texts(problems["warmup"]), vocab_size=int(model_cfg["tokenizer"]["vocab_size"]),
+            corpus_texts(warmup), vocab_size=int(model_cfg["tokenizer"]["vocab_size"]),
             cache_dir=cache_dir / "tokenizers",
         )
     for pid in policy_ids:
@@ -119,7 +123,7 @@ def build_policies(
             if ws_cfg.enabled and ws_cfg.steps > 0:
                 with all_cores():  # a one-off supervised phase: use every core even if RL runs on fewer
                     warm_stats[pid] = warm_start(
-                        model, tok, problems["warmup"], ws_cfg, cache_dir=cache_dir / "warm_start",
+                        model, tok, warmup, ws_cfg, cache_dir=cache_dir / "warm_start",
                         sandbox=sandbox, progress=progress, tag=pid, role_prompts=[r["prompt"] for r in cfg["roles"]],
                     )
         models[pid] = model

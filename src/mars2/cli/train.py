@@ -179,6 +179,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     from mars2.training import checkpointing as ckpting
     from mars2.training.module import MarsModule
     from mars2.training.rollout import TreeSearchRollout
+    from mars2.tasks.registry import require_split
     from mars2.training.strategy import build_strategy
 
     out.mkdir(parents=True, exist_ok=True)
@@ -217,6 +218,8 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         module = MarsModule(models, loss_cfg, c["model"]["optim"])
         if hasattr(backend, "on_policy_updated"):  # vLLM: sync the engine after each optimiser step of a policy
             module.on_policy_updated = backend.on_policy_updated
+        # the same on every rank: under FSDP every rank enters the full-weights gather, rank 0's engine syncs
+        module.publish_weights = c["rollout"]["backend"] == "vllm"
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
         pad_ids = {pid: pad_id(tokenizers[pid], pid) for pid in policy_ids}
         sample_cfg = pick(
@@ -224,6 +227,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
             overlong_buffer=int(rl["overlong_buffer"]),
         )
         search = search_config(c["search"])
+        task_name, train_split = c["task"]["name"], c.get("train_split", "train")
         eval_search = search_config(c["eval"]["search"])
         if ckpt_path and rank0:  # the CSV logger deletes metrics.csv on start: keep its rows for the restore
             ckpting.stash_metrics_csv(out)
@@ -234,9 +238,12 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
             TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), transient=False, disable=not rank0,
         )
+        for lg in loggers:  # the round logger puts each round's key metrics on the rich bar
+            if hasattr(lg, "attach"):
+                lg.attach(progress)
         rollout = TreeSearchRollout(
-            agents=agents, backend=backend, scorer=sandbox, train_problems=problems[c.get("train_split", "train")],
-            test_problems=problems[c["eval"]["split"]], buffers=buffers, search=search, sample_cfg=sample_cfg,
+            agents=agents, backend=backend, scorer=sandbox, train_problems=require_split(task_name, problems, train_split),
+            test_problems=require_split(task_name, problems, c["eval"]["split"]), train_split=train_split, buffers=buffers, search=search, sample_cfg=sample_cfg,
             rollout_batch_size=int(rl["rollout_batch_size"]), reward_tests=rl["reward_tests"],
             eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
             on_eval=record.add_eval, on_restore=lambda evals, r: restore_record(record, evals, r),
@@ -261,8 +268,8 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         )
         with progress:
             trainer.fit(module, datamodule=BufferDataModule(stream), ckpt_path=ckpt_path)
-        if rank0:
-            save_policies(models, tokenizers, out / "policies")
+        # every rank: under FSDP the full weights are gathered collectively, rank 0 writes
+        ckpting.save_policies(models, tokenizers, out / "policies", root=trainer.strategy.model)
         final = record.data.get("final") or {}
         record.finish("completed", wall_s_train=time.time() - t0, history=rollout.history)
         if rank0:
@@ -353,13 +360,6 @@ def silent_record(*args: Any) -> Any:
             self.data.update(extra)
 
     return SilentRecord(*args)
-
-
-def save_policies(models: dict[str, Any], tokenizers: dict[str, Any], folder: Path) -> None:
-    """Trained policies in the real HF format, so evaluate.py loads them like any checkpoint."""
-    for pid, model in models.items():
-        model.save_pretrained(folder / pid)
-        tokenizers[pid].save_pretrained(folder / pid)
 
 
 def summarise(data: dict[str, Any]) -> None:
