@@ -92,6 +92,7 @@ def build_policies(
     models: dict[str, Any] = {}
     tokenizers: dict[str, Any] = {}
     warm_stats: dict[str, Any] = {}
+    to_warm: dict[str, Any] = {}
     shared_tok = None
     if model_cfg.get("scale") == "mini" and weights_dir is None:
         from mars2.agents.tokenizer import build_tiny_tokenizer
@@ -116,18 +117,23 @@ def build_policies(
         except ValueError as e:
             raise SetupError(str(e)) from None
         if weights_dir is None and warm and model_cfg.get("scale") == "mini":
-            from mars2.training.warm_start import WarmStartConfig, warm_start
+            from mars2.training.warm_start import WarmStartConfig
 
             ws = {**model_cfg.get("warm_start_defaults", {}), **spec_d.get("warm_start", {})}
             ws_cfg = pick(WarmStartConfig, ws)
             if ws_cfg.enabled and ws_cfg.steps > 0:
-                with all_cores():  # a one-off supervised phase: use every core even if RL runs on fewer
-                    warm_stats[pid] = warm_start(
-                        model, tok, warmup, ws_cfg, cache_dir=cache_dir / "warm_start",
-                        sandbox=sandbox, progress=progress, tag=pid, role_prompts=[r["prompt"] for r in cfg["roles"]],
-                    )
+                to_warm[pid] = ws_cfg
         models[pid] = model
         tokenizers[pid] = tok
+    if to_warm:  # uncached policies are warm-started in parallel processes (one thread each), cached ones loaded
+        from mars2.training.warm_start import warm_start_many
+
+        with all_cores():  # a one-off supervised phase: use every core even if RL runs on fewer
+            warm_stats = warm_start_many(
+                {p: models[p] for p in to_warm}, {p: tokenizers[p] for p in to_warm}, warmup, to_warm,
+                cache_dir=cache_dir / "warm_start", sandbox=sandbox, progress=progress,
+                role_prompts=[r["prompt"] for r in cfg["roles"]],
+            )
     return models, tokenizers, warm_stats
 
 
