@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from host_state import procs_of as _procs_of
 from mars2.sandbox import Sandbox
 from mars2.tasks.problem import Problem, TestCase
 
@@ -32,18 +33,6 @@ def io(expected: str = "contained", n: int = 1) -> Problem:
 def sb():
     with Sandbox(timeout_s=TIMEOUT, workers=1) as s:
         yield s
-
-
-def _procs_of(uid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    out.append(int(name))
-            except OSError:
-                pass
-    return out
 
 
 def _server_alive(sb: Sandbox) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from host_state import procs_of as _procs_of
 from mars2.sandbox import Sandbox
 from mars2.tasks.problem import Problem, TestCase
 
@@ -69,18 +70,6 @@ def _sysv_ids() -> dict[str, set[int]]:
         except OSError:
             lines = []
         out[kind] = {int(x.split()[1]) for x in lines if len(x.split()) > 1}
-    return out
-
-
-def _procs_of(uid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    out.append(int(name))
-            except OSError:
-                pass
     return out
 
 
