@@ -105,3 +105,24 @@ class FakeScorer:
                 actual=actual,
             ))
         return ExecResult(verdicts)
+
+
+class MeanRng:
+    """Stands in for np.random.Generator: every draw returns the distribution's centre, so Thompson sampling
+    becomes 'compare posterior means' and the selection logic can be checked exactly; ``random()`` (the T+
+    discount's uniform draw) returns ``u``."""
+
+    def __init__(self, u: float = 0.5):
+        self.u = u
+
+    def random(self):
+        return self.u
+
+    def gamma(self, shape):
+        return 1.0
+
+    def normal(self, loc, scale):
+        return loc
+
+    def beta(self, a, b):
+        return a / (a + b)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import mars2.search.ab_mcts as ab
+from fakes import MeanRng
+
 from mars2.search.ab_mcts import ABMCTSSearch, Expansion, GenDiscount
 from mars2.search.factory import SearchConfig, make_tree_search
 from mars2.search.posteriors import GaussianPosterior
@@ -167,27 +169,6 @@ def test_backpropagation_numbers_with_real_posteriors():
 
 
 # ---- selection mechanics with a deterministic "generator" ------------------------------------------------------
-class MeanRng:
-    """Stands in for np.random.Generator: every draw returns the distribution's centre, so Thompson sampling
-    becomes 'compare posterior means' and the selection logic can be checked exactly; ``random()`` (the T+
-    discount's uniform draw) returns ``u``."""
-
-    def __init__(self, u: float = 0.5):
-        self.u = u
-
-    def random(self):
-        return self.u
-
-    def gamma(self, shape):
-        return 1.0
-
-    def normal(self, loc, scale):
-        return loc
-
-    def beta(self, a, b):
-        return a / (a + b)
-
-
 def test_gen_discount_values():
     g = GenDiscount()  # γ0=0.98, δ=0.02, γ_min=0.5
     assert g.omega(0, 0) == 1.0

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from fakes import FakeBackend, FakeScorer, fake_problem, response
+from fakes import FakeBackend, FakeScorer, MeanRng, fake_problem, response
 
 from mars2.agents.base import AgentSpec
 from mars2.search.ab_mcts import ABMCTSSearch, Expansion, GenDiscount
@@ -153,22 +153,6 @@ def test_budget_holds_for_direct_proposals_and_a_commit_counts_once():
 
 
 # ---- the virtual-loss rule, by hand ----------------------------------------------------------------------------
-class MeanRng:
-    """Every draw returns the distribution's centre (Thompson sampling → compare posterior means)."""
-
-    def gamma(self, shape):
-        return 1.0
-
-    def normal(self, loc, scale):
-        return loc
-
-    def beta(self, a, b):
-        return a / (a + b)
-
-    def random(self):
-        return 0.0
-
-
 def posteriors(s: ABMCTSSearch) -> dict:
     return {"states": {k: st.to_dict() for k, st in s.states.items()},
             "arms": [p.to_dict() for p in s.agent_arms]}
@@ -177,7 +161,7 @@ def posteriors(s: ABMCTSSearch) -> dict:
 def hand_tree(rule: str, n_agents: int = 1) -> ABMCTSSearch:
     # root ─ 1 (1.0) ─ 3 (1.0)
     #      └ 2 (0.5)
-    s = ABMCTSSearch(Tree("p"), n_agents, MeanRng(), posterior="beta", parallel_rule=rule)
+    s = ABMCTSSearch(Tree("p"), n_agents, MeanRng(u=0.0), posterior="beta", parallel_rule=rule)
     s.commit(Expansion(0, 0), new_node(1.0))
     s.commit(Expansion(0, 0), new_node(0.5))
     s.commit(Expansion(1, 0), new_node(1.0))
@@ -208,7 +192,7 @@ def test_virtual_loss_on_agent_arms_by_hand():
     Beta(1.5, 2.5) = .375 < .5 → CONT → children .55 vs .45 → node 1 (a leaf) → refine; agent 0's arm
     Beta(1.1, 1.9) = .367 < agent 1's .45 → agent 1."""
     def build(rule):
-        s = ABMCTSSearch(Tree("p"), 2, MeanRng(), posterior="beta", parallel_rule=rule)
+        s = ABMCTSSearch(Tree("p"), 2, MeanRng(u=0.0), posterior="beta", parallel_rule=rule)
         s.commit(Expansion(0, 0), new_node(0.6))
         s.commit(Expansion(0, 1), new_node(0.4))
         return s
