@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from mars2.agents.base import AgentSpec, Generation, GenerationRequest  # noqa: E402
-from mars2.agents.hf_backend import HFBackend  # noqa: E402
+from mars2.agents.base import AgentSpec  # noqa: E402
+from mars2.rollout.backend import Generation, GenerationRequest  # noqa: E402
+from mars2.rollout.hf_backend import HFBackend  # noqa: E402
 from mars2.agents.models import PolicySpec, build_policy, count_parameters  # noqa: E402
 from mars2.agents.prompts import fresh_messages  # noqa: E402
 from mars2.agents.tokenizer import build_tiny_tokenizer  # noqa: E402
@@ -172,7 +173,7 @@ class PairedBackend:
 def section_tree(args) -> dict[str, Any]:
     from mars2.agents.team import team_policies
     from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, make_team, search_config
-    from mars2.search.runner import SearchRunner
+    from mars2.rollout.runner import SearchRunner
 
     overrides = ["paradigm=heterogeneous"] + (["model.warm_start_defaults.enabled=false"] if args.init == "random" else [])
     cfg = compose_train_cfg(overrides)
@@ -225,7 +226,7 @@ def section_tree(args) -> dict[str, Any]:
 
 # -- section: hf vs vllm ---------------------------------------------------------------------------------------------
 def section_vllm(args) -> dict[str, Any]:
-    from mars2.agents.vllm_backend import VLLMBackend
+    from mars2.rollout.vllm_backend import VLLMBackend
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     tok, prompts = fresh_prompts()

@@ -85,7 +85,7 @@ def main() -> None:
     from mars2.agents.team import team_policies
     from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, make_team, search_config
     from mars2.metrics.passk import pass1_mcts_values, pass_at_n_values
-    from mars2.search.runner import SearchRunner
+    from mars2.rollout.runner import SearchRunner
 
     load_start = os.getloadavg()
     t_all = time.time()

@@ -28,11 +28,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from mars2.agents.base import AgentSpec, Generation  # noqa: E402
+from mars2.agents.base import AgentSpec  # noqa: E402
+from mars2.rollout.backend import Generation  # noqa: E402
 from mars2.sandbox.types import Evaluation, ExecResult, TestVerdict  # noqa: E402
 from mars2.search.ab_mcts import ABMCTSSearch, Expansion  # noqa: E402
 from mars2.search.factory import SearchConfig  # noqa: E402
-from mars2.search.runner import SearchRunner  # noqa: E402
+from mars2.rollout.runner import SearchRunner  # noqa: E402
 from mars2.search.tree import Node, Tree  # noqa: E402
 from mars2.tasks.problem import Problem, TestCase  # noqa: E402
 

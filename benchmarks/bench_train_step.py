@@ -45,7 +45,7 @@ def build_world(batch: int, resp_len: int, seed: int = 0):
     from omegaconf import OmegaConf
 
     from mars2.agents.base import AgentSpec
-    from mars2.agents.hf_backend import chat_prompt_ids
+    from mars2.rollout.hf_backend import chat_prompt_ids
     from mars2.agents.models import PolicySpec, build_policy
     from mars2.agents.prompts import fresh_messages
     from mars2.agents.tokenizer import build_tiny_tokenizer

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Callable, Sequence
 
-from mars2.agents.base import Generation, GenerationRequest
+from mars2.rollout.backend import BackendBase, Generation, GenerationRequest
 from mars2.sandbox.types import Evaluation, ExecResult, TestVerdict
 from mars2.tasks.problem import Problem, TestCase
 
@@ -40,7 +40,7 @@ def response(public: Sequence[int], hidden: Sequence[int], tag: str = "") -> str
             f"# public: {pub}\n# hidden: {hid}\n```")
 
 
-class FakeBackend:
+class FakeBackend(BackendBase):
     """Scripted backend. ``respond(request, index)`` gives the text for the index-th request overall;
     a list of strings is consumed in order (cycling); the default answers a program passing everything."""
 
@@ -50,8 +50,9 @@ class FakeBackend:
         if not callable(respond):
             texts = list(respond)
             respond = lambda req, i: texts[i % len(texts)]  # noqa: E731
+        super().__init__()
         self.respond = respond
-        self.calls: list[list[GenerationRequest]] = []
+        self.calls: list[list[GenerationRequest]] = []  # (a list here: the requests of each generate call)
         self.n_requests = 0
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -65,6 +66,12 @@ class FakeBackend:
             out.append(Generation(text=text, prompt_ids=list(range(prompt_len)), response_ids=ids,
                                   logprobs=[-0.25] * len(ids), truncated=False, meta={"fake": True}))
         return out
+
+    def state_dict(self) -> dict:
+        return {"n_requests": self.n_requests}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n_requests = int(state["n_requests"])
 
 
 _MARK = re.compile(r"#\s*(public|hidden):([ 01]*)")

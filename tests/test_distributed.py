@@ -167,7 +167,7 @@ class FakeEngineBackend:
             self._sync(pid)
 
     def _sync(self, pid: str) -> None:
-        from mars2.agents.vllm_backend import full_state_dict
+        from mars2.rollout.vllm_backend import full_state_dict
 
         self.received[pid] = {k: v.clone() for k, v in full_state_dict(self.models[pid]).items()}
         self.dirty.discard(pid)
@@ -272,7 +272,7 @@ def test_fsdp_weight_sync_and_save_gather_full_weights_on_every_rank(tmp_path):
     import torch.multiprocessing as mp
     from transformers import AutoModelForCausalLM
 
-    from mars2.agents.vllm_backend import full_state_dict
+    from mars2.rollout.vllm_backend import full_state_dict
 
     models, _ = _fsdp_team()
     ref0 = {pid: {k: v.clone() for k, v in m.state_dict().items()} for pid, m in models.items()}

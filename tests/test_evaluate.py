@@ -18,7 +18,7 @@ from mars2.agents.base import AgentSpec
 from mars2.cli.evaluate import normalise_overrides, resolve_config
 from mars2.evaluation import DiversityConfig, EvalResult, aggregate_seeds, evaluate_team, probe_behaviours, run_evaluation
 from mars2.search.factory import SearchConfig
-from mars2.search.runner import SearchRunner
+from mars2.rollout.runner import SearchRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = [AgentSpec("a", "You write code.", "pol_a"), AgentSpec("b", "You fix code.", "pol_b")]

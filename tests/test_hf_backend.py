@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from mars2.agents.base import GenerationRequest
-from mars2.agents.hf_backend import HFBackend, sampling_logprobs
+from mars2.rollout.backend import GenerationRequest
+from mars2.rollout.hf_backend import HFBackend, sampling_logprobs
 from mars2.agents.models import PolicySpec, build_policy
 from mars2.agents.tokenizer import build_tiny_tokenizer
 
@@ -153,7 +153,7 @@ def test_seeded_reproducible_and_mode_restored(setup) -> None:
 
 
 def test_padding_batches_split_long_prompts_off_when_padding_costs_more():
-    from mars2.agents.hf_backend import padding_batches
+    from mars2.rollout.hf_backend import padding_batches
 
     fresh, refine = [84] * 16, [190] * 5
     assert padding_batches(fresh + refine, 64, 512) == [(0, 16), (16, 21)]  # 16*84+5*190+2*512 < 21*190+512

@@ -15,9 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from mars2.agents.base import AgentSpec, GenerationRequest
-from mars2.agents.hf_backend import HFBackend, chat_prompt_ids, sampling_logprobs
-from mars2.agents.openai_backend import OpenAIBackend, OpenAIBackendError
+from mars2.agents.base import AgentSpec
+from mars2.rollout.backend import GenerationRequest
+from mars2.rollout.hf_backend import HFBackend, chat_prompt_ids, sampling_logprobs
+from mars2.rollout.openai_backend import OpenAIBackend, OpenAIBackendError
 from mars2.resources import SetupError
 
 SYSTEM = {"role": "system", "content": "You write short and direct Python code."}
@@ -227,7 +228,7 @@ def test_evaluation_search_runs_through_the_openai_backend() -> None:
     from fakes import FakeScorer, fake_problem, response
 
     from mars2.search.factory import SearchConfig
-    from mars2.search.runner import SearchRunner
+    from mars2.rollout.runner import SearchRunner
 
     class Server(FakeOpenAIServer):
         def answer(self, body):  # a program the fake scorer grades: public pass, hidden half

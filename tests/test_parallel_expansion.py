@@ -15,7 +15,7 @@ from fakes import FakeBackend, FakeScorer, MeanRng, fake_problem, response
 from mars2.agents.base import AgentSpec
 from mars2.search.ab_mcts import ABMCTSSearch, Expansion, GenDiscount
 from mars2.search.factory import SearchConfig, make_tree_search
-from mars2.search.runner import SearchRunner
+from mars2.rollout.runner import SearchRunner
 from mars2.search.serialize import search_from_dict, search_to_dict
 from mars2.search.tree import Node, Tree
 

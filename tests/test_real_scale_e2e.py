@@ -98,7 +98,7 @@ def test_real_tiny_build_train_save_reload_evaluate_in_process(models_dir, tmp_p
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM
 
-    from mars2.agents.hf_backend import HFBackend
+    from mars2.rollout.hf_backend import HFBackend
     from mars2.agents.team import team_policies
     from mars2.cli.build import build_policies, build_sandbox, load_problems, make_team, search_config
     from mars2.evaluation import evaluate_team

@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from fakes import FakeScorer, fake_problem, response
+from mars2.rollout.backend import BackendBase, BackendCapabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,12 +159,15 @@ class Killed(RuntimeError):
     pass
 
 
-class MarkedBackend:
+class MarkedBackend(BackendBase):
     """Real HF sampling (the tiny policies' tokens and log-probs); the text the scorer sees is a program whose
     verdicts depend on the sampled tokens, so rewards vary and the updates are real. state_dict delegates to
     the inner backend's call counter (its per-call generator seed)."""
 
+    capabilities = BackendCapabilities(shares_trainer_modules=True)  # samples with the trainer's modules
+
     def __init__(self, inner) -> None:
+        super().__init__()
         self.inner = inner
 
     def generate(self, requests, **kw):
@@ -188,7 +192,7 @@ def _run(out: Path, rounds: int, tok_dir: Path, kill_at: int | None = None, resu
     from lightning.pytorch.loggers import CSVLogger
 
     from mars2.agents.base import AgentSpec
-    from mars2.agents.hf_backend import HFBackend
+    from mars2.rollout.hf_backend import HFBackend
     from mars2.agents.models import PolicySpec, build_policy
     from mars2.agents.tokenizer import build_tiny_tokenizer
     from mars2.rl.buffers import PolicyBuffers
@@ -282,7 +286,7 @@ def test_checkpoint_holds_everything_needed(tmp_path):
     state = next(v for k, v in ckpt["callbacks"].items() if "TreeSearchRollout" in k)
     assert state["rounds_done"] == 1 and state["data_pos"] == 2 and state["data_epoch"] == 0
     assert set(state["rng"]) >= {"python", "numpy", "torch"}
-    assert state["backend"]["state_dict"]["calls"] == rollout.backend.inner.calls > 0
+    assert state["backend"]["calls"] == rollout.backend.inner.calls > 0
     assert [e["round"] for e in state["evals"]] == [0.0, 1.0] and len(state["history"]) == 1
     assert set(state["buffers"]) == {"q", "l"}
 

@@ -8,7 +8,8 @@ from fakes import HIDDEN_MARK, FakeBackend, FakeScorer, fake_problem, response
 from mars2.agents.base import AgentSpec
 from mars2.agents.prompts import fresh_messages
 from mars2.search.factory import SearchConfig
-from mars2.search.runner import SearchRunner, search_score, training_reward
+from mars2.rl.reward import training_reward
+from mars2.rollout.runner import SearchRunner, search_score
 
 AGENTS = [AgentSpec("coder", "You write code.", "pol_a"), AgentSpec("debugger", "You fix code.", "pol_b")]
 

@@ -27,7 +27,7 @@ from mars2.tasks.loaders import (
     resolve_prelude,
 )
 from mars2.tasks.registry import load_task
-from mars2.tasks.stats import main as stats_main
+from mars2.cli.stats import main as stats_main
 
 FIX = Path(__file__).parent / "fixtures" / "tasks"
 LCB = FIX / "livecodebench.jsonl"

@@ -243,7 +243,7 @@ def test_rows_of_the_wrong_shape_are_counted_not_crashing(tmp_path: Path, caplog
 
 
 def test_stats_command_minicode(capsys: pytest.CaptureFixture) -> None:
-    from mars2.tasks.stats import main
+    from mars2.cli.stats import main
 
     assert main(["stats", "task=minicode", "task.n_warmup=30", "task.n_train=20", "task.n_test=10"]) == 0
     out = capsys.readouterr().out
@@ -258,7 +258,7 @@ def test_stats_command_minicode(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_stats_command_json_and_loader_report(capsys: pytest.CaptureFixture) -> None:
-    from mars2.tasks.stats import main
+    from mars2.cli.stats import main
 
     assert main(["stats", "task=livecodebench", f"task.path={FIX / 'livecodebench.jsonl'}", "task.start_date=null",
                  "--json"]) == 0
@@ -271,7 +271,7 @@ def test_stats_command_json_and_loader_report(capsys: pytest.CaptureFixture) -> 
 
 
 def test_stats_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from mars2.tasks.stats import main
+    from mars2.cli.stats import main
 
     assert main(["stats", "task=deepcoder", f"task.path={tmp_path / 'none.jsonl'}"]) == 2
     err = capsys.readouterr().err.strip()
@@ -291,7 +291,7 @@ def test_stats_runs_as_a_module() -> None:
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    p = subprocess.run([sys.executable, "-m", "mars2.tasks", "stats", "task=humaneval", f"task.path={FIX / 'humaneval.jsonl'}"],
+    p = subprocess.run([sys.executable, "-m", "mars2.cli.stats", "task=humaneval", f"task.path={FIX / 'humaneval.jsonl'}"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "task humaneval" in p.stdout and "2 rows read" in p.stdout

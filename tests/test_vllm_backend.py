@@ -17,11 +17,11 @@ import sys
 import pytest
 import torch
 
-from mars2.agents.base import GenerationRequest
-from mars2.agents.hf_backend import HFBackend, sampling_logprobs
+from mars2.rollout.backend import GenerationRequest
+from mars2.rollout.hf_backend import HFBackend, sampling_logprobs
 from mars2.agents.models import PolicySpec, build_policy
 from mars2.agents.tokenizer import build_tiny_tokenizer
-from mars2.agents.vllm_backend import full_state_dict, import_vllm, params_version
+from mars2.rollout.vllm_backend import full_state_dict, import_vllm, params_version
 from mars2.resources import SetupError
 
 CORPUS = [
@@ -79,7 +79,7 @@ def test_full_state_dict_drops_tied_copies_and_version_tracks_updates(tok) -> No
 
 def test_build_backend_wires_vllm_options_from_config(monkeypatch, tok) -> None:
     pytest.importorskip("hydra")
-    import mars2.agents.vllm_backend as vb
+    import mars2.rollout.vllm_backend as vb
     from mars2.cli.build import build_backend
     from test_configs import compose_cfg
 
@@ -121,7 +121,7 @@ class FakeVLLM:
 
 
 def _fake_backend(monkeypatch, tok, fake, **kw):
-    import mars2.agents.vllm_backend as vb
+    import mars2.rollout.vllm_backend as vb
 
     monkeypatch.setattr(vb, "import_vllm", lambda: fake)
     q, _ = build_policy(PolicySpec("q", "qwen3", 64, 2, 2, 1, 32, 128, seed=1), tok)
@@ -183,7 +183,7 @@ def test_close_removes_the_exported_weights_also_when_an_engine_fails_to_start(m
 def test_non_zero_ranks_build_no_engine(monkeypatch, tok) -> None:
     """Issue 14.4: under DDP/FSDP only rank 0 generates, so only rank 0 starts engines; another rank's backend
     starts none, exports nothing, and ignores weight updates (there is no engine to sync)."""
-    import mars2.agents.vllm_backend as vb
+    import mars2.rollout.vllm_backend as vb
 
     fake = FakeVLLM()
     gathered = []
@@ -199,7 +199,7 @@ def test_non_zero_ranks_build_no_engine(monkeypatch, tok) -> None:
 
 def test_build_backend_places_engines_and_builds_them_on_rank_0_only(monkeypatch, tok) -> None:
     pytest.importorskip("hydra")
-    import mars2.agents.vllm_backend as vb
+    import mars2.rollout.vllm_backend as vb
     from mars2.cli.build import build_backend, engine_devices
     from test_configs import compose_cfg
 
@@ -243,7 +243,7 @@ def test_build_backend_places_engines_and_builds_them_on_rank_0_only(monkeypatch
 @pytest.fixture(scope="module")
 def engines(tok, tmp_path_factory):
     pytest.importorskip("vllm")
-    from mars2.agents.vllm_backend import VLLMBackend
+    from mars2.rollout.vllm_backend import VLLMBackend
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engines: start fast, direct sync
     torch.set_num_threads(1)

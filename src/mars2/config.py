@@ -11,11 +11,12 @@ SEARCH_MODES = ("ab_mcts", "iid", "sequential", "t_plus")
 POSTERIORS = ("gaussian", "beta")
 LOSSES = ("gspo", "grpo")
 SHAPINGS = ("tree", "none")
-REWARD_TESTS = ("all", "public", "hidden")
 BACKENDS = ("hf", "vllm", "openai")
 EVAL_MODES = ("system", "agent")
 RM_MODES = ("tiebreak", "rerank")  # method.md §7 (same names as mars2.search.select)
 RM_MODELS = ("hashed_ngram", "value_head")
+
+from mars2.rl.reward import REWARD_TESTS  # noqa: E402  (one place for each enum; the strict schema replaces these)
 
 
 class ConfigError(ValueError):

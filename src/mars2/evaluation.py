@@ -39,14 +39,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from mars2.agents.base import AgentSpec, GenerationBackend, GenerationRequest
+from mars2.agents.base import AgentSpec
+from mars2.rollout.backend import GenerationBackend, GenerationRequest
 from mars2.agents.extraction import extract_program
 from mars2.agents.prompts import fresh_messages
 from mars2.metrics.diversity import Candidate, behaviour_vector, diversity_values
 from mars2.metrics.passk import avg_pass1_values, pass1_mcts_values, pass_at_n_values
 from mars2.metrics.stats import mean_ci
 from mars2.search.factory import SearchConfig
-from mars2.search.runner import SearchRunner
+from mars2.rollout.runner import SearchRunner
 from mars2.search.select import candidates, final_answer
 from mars2.search.tree import Node, Tree
 from mars2.tasks.problem import Problem

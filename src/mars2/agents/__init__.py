@@ -1,5 +1,5 @@
 """Agents (method.md §1): specs, prompts, program extraction, policies (tiny or real checkpoints), the tiny
-tokenizer and the generation backends.
+tokenizer. The generation backends that sample the policies are ``mars2.rollout``.
 
 Heavy modules (torch, transformers) are imported lazily on first attribute access, so that
 ``import mars2.agents.base`` stays cheap for the algorithm core and its tests."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mars2.agents.base import AgentSpec, Generation, GenerationBackend, GenerationRequest
+from mars2.agents.base import AgentSpec
 
 _LAZY = {
     "PolicySpec": "mars2.agents.models",
@@ -16,10 +16,9 @@ _LAZY = {
     "ModelNotFoundError": "mars2.agents.models",
     "count_parameters": "mars2.agents.models",
     "build_tiny_tokenizer": "mars2.agents.tokenizer",
-    "HFBackend": "mars2.agents.hf_backend",
 }
 
-__all__ = ["AgentSpec", "Generation", "GenerationBackend", "GenerationRequest", *_LAZY]
+__all__ = ["AgentSpec", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -222,13 +222,13 @@ def build_backend(
         top_p=float(rollout["top_p"]), seed=seed,
     )
     if backend == "hf":
-        from mars2.agents.hf_backend import HFBackend
+        from mars2.rollout.hf_backend import HFBackend
 
         return HFBackend(dict(models), dict(tokenizers), max_batch_size=int(rollout["max_batch_size"]),
                          split_cost_tokens=int(rollout.get("split_cost_tokens", 512)),
                          enable_thinking=enable_thinking, **common)
     if backend == "vllm":
-        from mars2.agents.vllm_backend import VLLMBackend, import_vllm
+        from mars2.rollout.vllm_backend import VLLMBackend, import_vllm
 
         import_vllm()  # SetupError naming the extra before anything else happens
         policies = cfg["model"]["policies"]
@@ -268,7 +268,7 @@ def build_backend(
                 "(no weight sync). Use it with evaluate.py (evaluate.py rollout=openai rollout.base_url=... "
                 "rollout.model=...); train with rollout=hf or rollout=vllm"
             )
-        from mars2.agents.openai_backend import OpenAIBackend
+        from mars2.rollout.openai_backend import OpenAIBackend
 
         return OpenAIBackend(
             base_url=str(rollout["base_url"]), model=rollout.get("model"), models=dict(rollout.get("models") or {}),

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mars2.config import ConfigError, validate_config
 from mars2.resources import SetupError
+from mars2.tasks.loaders import TaskDataError
 
 log = logging.getLogger("mars2")
 
@@ -66,7 +67,7 @@ def run_train(cfg: DictConfig) -> float | None:
             if multirun:
                 return None
             sys.exit(2)
-        except SetupError as e:
+        except (SetupError, TaskDataError) as e:
             fail_job(str(e))
     except JobFailed:  # fail_job printed the line and wrote FAILED.json
         return None
@@ -216,10 +217,10 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         tis = rl["tis"] if isinstance(rl["tis"], bool) else c["rollout"]["backend"] != "hf"
         loss_cfg = pick(LossConfig, rl, tis=tis, temperature=float(c["rollout"]["temperature"]))
         module = MarsModule(models, loss_cfg, c["model"]["optim"])
-        if hasattr(backend, "on_policy_updated"):  # vLLM: sync the engine after each optimiser step of a policy
+        if backend.capabilities.holds_own_weights:  # vLLM: sync the engine after each optimiser step of a policy
             module.on_policy_updated = backend.on_policy_updated
         # the same on every rank: under FSDP every rank enters the full-weights gather, rank 0's engine syncs
-        module.publish_weights = c["rollout"]["backend"] == "vllm"
+        module.publish_weights = backend.capabilities.holds_own_weights
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
         pad_ids = {pid: pad_id(tokenizers[pid], pid) for pid in policy_ids}
         sample_cfg = pick(

@@ -1,6 +1,7 @@
 """Tree search (method.md §3, §6, §7): the shared tree, Thompson-sampling posteriors, multi-agent
-AB-MCTS-A with the T+ GEN discount, iid/sequential baselines, the batched multi-tree runner, final-answer
-selection and (de)serialisation.
+AB-MCTS-A with the T+ GEN discount, iid/sequential baselines, final-answer selection and (de)serialisation.
+The runner that grows many trees with a generation backend and the sandbox is ``mars2.rollout.runner``: the
+search itself never sees a model or a sandbox.
 
 Submodules are imported lazily here so that ``import mars2.search.tree`` stays cheap for the RL code."""
 from __future__ import annotations
@@ -23,7 +24,6 @@ _EXPORTS = {
     "SequentialSearch": "mars2.search.baselines",
     "SearchConfig": "mars2.search.factory",
     "make_tree_search": "mars2.search.factory",
-    "SearchRunner": "mars2.search.runner",
     "final_answer": "mars2.search.select",
     "tree_to_dict": "mars2.search.serialize",
     "tree_from_dict": "mars2.search.serialize",

@@ -46,7 +46,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mars2.resources import SetupError
 from mars2.tasks.problem import Problem, TestCase
 
 log = logging.getLogger(__name__)
@@ -97,9 +96,9 @@ LCB_PRELUDE: str = ("".join(f"from {m} import *\n" for m in _LCB_STAR_MODULES)
                     + f"sys.setrecursionlimit({_LCB_RECURSION_LIMIT})\n")
 
 
-class TaskDataError(SetupError):
-    """A benchmark file is missing, unreadable, empty, or (with ``strict=True``) malformed. A ``SetupError``
-    (a ``RuntimeError``), so train.py and evaluate.py end with its one-line message and exit code 2."""
+class TaskDataError(RuntimeError):
+    """A benchmark file is missing, unreadable, empty, or (with ``strict=True``) malformed. The entry points
+    (``mars2.cli``) map it to its one-line message and exit code 2; the task layer knows nothing of them."""
 
 
 class EmptySplitError(TaskDataError):
@@ -147,7 +146,7 @@ class LoadReport:
         return sum(self.malformed.values())
 
     def line(self) -> str:
-        """One human-readable line, e.g. for ``python -m mars2.tasks stats``."""
+        """One human-readable line, e.g. for ``python -m mars2.cli.stats``."""
         text = f"{self.task}: {self.rows} rows read from {self.path}: {self.loaded} problems"
         if self.filtered:
             reasons = ", ".join(f"{n} {r}" for r, n in self.filtered_by.most_common())

@@ -39,7 +39,7 @@ from mars2.evaluation import evaluate_team
 from mars2.rl.buffers import PolicyBuffers
 from mars2.rl.samples import Sample, SampleConfig, samples_stats, tree_to_samples
 from mars2.search.factory import SearchConfig
-from mars2.search.runner import SearchRunner
+from mars2.rollout.runner import SearchRunner
 from mars2.search.tree import Tree
 from mars2.tasks.problem import Problem
 from mars2.training.checkpointing import plain, restore_metrics_csv, rng_state, set_rng_state
@@ -218,14 +218,13 @@ class TreeSearchRollout(pl.Callback):
         """Context in which the policies' modules hold their full weights. Only FSDP shards them; there it is
         ``summon_full_params`` on the strategy's root module — a collective, so every rank must enter it.
         ``all_ranks=False``: only rank 0 materialises them (rollout / evaluation run on rank 0).
-        ``for_backend``: only a backend that generates with the trainer's own modules (HFBackend, or one with
-        ``shares_trainer_modules = True``) needs them; vLLM / API engines hold their own weights. The test
+        ``for_backend``: only a backend that generates with the trainer's own modules
+        (``capabilities.shares_trainer_modules``: HFBackend) needs them; vLLM / API engines hold their own weights. The test
         must give the same answer on every rank (it decides whether a collective happens)."""
         trainer = self._trainer
         if trainer is None or type(trainer.strategy).__name__ != "FSDPStrategy":
             return contextlib.nullcontext()
-        shares = type(self.backend).__name__ == "HFBackend" or bool(getattr(self.backend, "shares_trainer_modules", False))
-        if for_backend and not shares:
+        if for_backend and not self.backend.capabilities.shares_trainer_modules:
             return contextlib.nullcontext()
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
@@ -431,21 +430,6 @@ class TreeSearchRollout(pl.Callback):
         return [(int(r), m) for r, _, _, m in sorted(rows, key=lambda x: x[:3])]
 
     # -- checkpointed state -----------------------------------------------------------------------------------
-    def _backend_state(self) -> dict[str, Any]:
-        """The backend's own state when it has one, else its known counters (HFBackend seeds each generate()
-        call from its call counter)."""
-        if hasattr(self.backend, "state_dict"):
-            return {"state_dict": self.backend.state_dict()}
-        return {k: getattr(self.backend, k) for k in ("calls", "tokens_generated") if hasattr(self.backend, k)}
-
-    def _load_backend_state(self, state: dict[str, Any]) -> None:
-        if "state_dict" in state and hasattr(self.backend, "load_state_dict"):
-            self.backend.load_state_dict(state["state_dict"])
-            return
-        for k, v in state.items():
-            if k != "state_dict" and hasattr(self.backend, k):
-                setattr(self.backend, k, v)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "data_epoch": self.data_epoch,
@@ -455,7 +439,7 @@ class TreeSearchRollout(pl.Callback):
             "evals": plain(self.evals),
             "buffers": plain(self.buffers.state_dict()),
             "rng": rng_state(),
-            "backend": plain(self._backend_state()),
+            "backend": plain(self.backend.state_dict()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -467,5 +451,6 @@ class TreeSearchRollout(pl.Callback):
         self.buffers.load_state_dict(state["buffers"])
         if "rng" in state:
             set_rng_state(state["rng"])
-        self._load_backend_state(state.get("backend", {}))
+        if state.get("backend"):  # (checkpoints before the rollout package nested it under "state_dict")
+            self.backend.load_state_dict(state["backend"].get("state_dict", state["backend"]))
         self.restored_from = self.rounds_done

@@ -174,7 +174,7 @@ def gather_full_state_dict(root: nn.Module, sub: nn.Module | None = None) -> dic
 
 class FullWeights(nn.Module):
     """An unsharded stand-in of a policy: its full state dict as (persistent) buffers under the same names, so
-    ``state_dict()`` / `mars2.agents.vllm_backend.full_state_dict` read the gathered weights without any
+    ``state_dict()`` / `mars2.rollout.vllm_backend.full_state_dict` read the gathered weights without any
     collective. It has no parameters and no forward; ``config`` is the policy's config (for engines that
     look at it)."""
 

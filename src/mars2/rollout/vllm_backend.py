@@ -37,8 +37,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from mars2.agents.base import Generation, GenerationRequest, group_by_policy
-from mars2.agents.hf_backend import chat_prompt_ids, eos_ids
+from mars2.rollout.backend import BackendBase, BackendCapabilities, Generation, GenerationRequest, group_by_policy
+from mars2.rollout.hf_backend import chat_prompt_ids, eos_ids
 from mars2.resources import SetupError
 
 log = logging.getLogger("mars2")
@@ -99,7 +99,7 @@ def params_version(module: torch.nn.Module) -> int:
     return sum(int(p._version) for p in module.parameters())
 
 
-class VLLMBackend:
+class VLLMBackend(BackendBase):
     """`GenerationBackend` over one vLLM ``LLM`` engine per policy id.
 
     ``models`` are the trainer's modules (their weights are exported to start an engine when no checkpoint
@@ -107,6 +107,8 @@ class VLLMBackend:
     and decode responses. Engine options (``tensor_parallel_size``, ``gpu_memory_utilization``, ``dtype``,
     ``max_model_len``) are scalars or per-policy mappings. ``engine_kwargs`` go to ``vllm.LLM`` unchanged.
     """
+
+    capabilities = BackendCapabilities(holds_own_weights=True)
 
     def __init__(
         self,
@@ -155,8 +157,7 @@ class VLLMBackend:
         # ("CPU Generator does not use offset") when a chunked prefill discards a sampled token, which large
         # batches trigger; so by default CPU engines rely on the engine-level seed only.
         self.per_request_seed = (not on_cpu) if per_request_seed is None else bool(per_request_seed)
-        self.calls = 0
-        self.tokens_generated = 0
+        super().__init__()  # calls (part of each call's sampling seed), tokens_generated
         self.syncs: dict[str, int] = {pid: 0 for pid in self.models}  # weight syncs done, per policy
         self._dirty: set[str] = set()
         self._versions: dict[str, int] = {}

@@ -16,9 +16,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mars2.agents.base import AgentSpec, GenerationBackend, GenerationRequest
+from mars2.agents.base import AgentSpec
+from mars2.rollout.backend import GenerationBackend, GenerationRequest
 from mars2.agents.extraction import extract_program
 from mars2.agents.prompts import fresh_messages, refine_messages
+from mars2.rl.reward import REWARD_TESTS, training_reward
 from mars2.sandbox.feedback import format_feedback
 from mars2.sandbox.types import Evaluation
 from mars2.search.ab_mcts import TreeSearch
@@ -26,7 +28,6 @@ from mars2.search.factory import SearchConfig, SeedLike, make_tree_search
 from mars2.search.tree import Node, Tree
 from mars2.tasks.problem import Problem
 
-REWARD_TESTS = ("all", "public", "hidden")
 Progress = Callable[[int, int], None]
 
 
@@ -35,15 +36,6 @@ def search_score(evaluation: Evaluation, score: str) -> float:
     if score == "fraction":
         return float(evaluation.public.fraction)
     return 1.0 if evaluation.public_pass else 0.0
-
-
-def training_reward(evaluation: Evaluation, tests: str) -> float:
-    """§2 ``reward.tests``: pass-all on public ∪ hidden (``all``, MARTI), on ``public`` or on ``hidden`` tests."""
-    if tests == "all":
-        return 1.0 if evaluation.all_pass else 0.0
-    if tests == "public":
-        return 1.0 if evaluation.public_pass else 0.0
-    return 1.0 if evaluation.hidden_pass else 0.0
 
 
 class SearchRunner:

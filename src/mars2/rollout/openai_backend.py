@@ -29,7 +29,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 
-from mars2.agents.base import Generation, GenerationRequest
+from mars2.rollout.backend import BackendBase, BackendCapabilities, Generation, GenerationRequest
 
 log = logging.getLogger("mars2")
 
@@ -46,13 +46,15 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
     """`GenerationBackend` over an OpenAI-compatible chat-completions endpoint.
 
     ``model`` is the served model name used for every policy, ``models`` maps policy ids to names (wins over
     ``model``); with neither, the first model listed by ``GET {base_url}/models`` is used. The API key is read
     from the environment variable ``api_key_env`` (absent → no ``Authorization`` header, as local servers
     want). ``extra_body`` is merged into every request body (server-specific options)."""
+
+    capabilities = BackendCapabilities()
 
     def __init__(
         self,
@@ -95,8 +97,7 @@ class OpenAIBackend:
         self.backoff_s = float(backoff_s)
         self.backoff_max_s = float(backoff_max_s)
         self.extra_body = dict(extra_body or {})
-        self.calls = 0
-        self.tokens_generated = 0
+        super().__init__()  # calls (part of each call's sampling seed), tokens_generated
         self.retries = 0  # failed attempts that were retried, over the backend's life
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from mars2.agents.base import Generation, GenerationRequest, group_by_policy
+from mars2.rollout.backend import BackendBase, BackendCapabilities, Generation, GenerationRequest, group_by_policy
 
 
 def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
@@ -49,12 +49,14 @@ def chat_prompt_ids(tokenizer, messages: list[dict[str, str]], enable_thinking: 
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-class HFBackend:
+class HFBackend(BackendBase):
     """`GenerationBackend` over transformers causal LMs (tiny or real), one per policy id.
 
     ``generate`` returns, per request and in request order, the decoded response (special tokens removed),
     the prompt ids, the response ids (including the eos token when produced), the sampling log-prob of each
     response token and ``truncated=True`` when ``max_new_tokens`` was reached without eos."""
+
+    capabilities = BackendCapabilities(shares_trainer_modules=True)
 
     def __init__(
         self,
@@ -88,8 +90,7 @@ class HFBackend:
         # a length-sorted batch is split where the padding saved is worth more than one more batch.
         # <= 0: never split (batches of max_batch_size only).
         self.split_cost_tokens = int(split_cost_tokens)
-        self.calls = 0  # generate() calls so far; part of each call's RNG seed
-        self.tokens_generated = 0
+        super().__init__()  # calls (part of each call's RNG seed), tokens_generated
 
     def close(self) -> None:
         """Nothing to release: the modules belong to the trainer (same interface as `VLLMBackend.close`)."""
