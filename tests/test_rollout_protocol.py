@@ -31,8 +31,11 @@ def test_full_params_gathers_only_for_a_backend_sharing_the_trainers_modules(mon
 
     from mars2.training import rollout as cb
 
-    class FSDPStrategy:  # the callback looks at the strategy's class name (Lightning's own class)
-        pass
+    from lightning.pytorch.strategies import FSDPStrategy as LightningFSDP
+
+    class FSDPStrategy(LightningFSDP):  # the callback tests isinstance on Lightning's own class
+        def __init__(self) -> None:
+            pass
 
     entered = []
 

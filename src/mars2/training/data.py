@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from mars2.rl.buffers import PolicyBuffers
 from mars2.rl.collate import collate
 from mars2.rl.objective import compute_old_logprobs
+from mars2.training.strategy import dist_info
 
 
 class BufferStream(IterableDataset):
@@ -54,7 +55,7 @@ class BufferStream(IterableDataset):
         self.score_s = {}
         if self.before_round is not None:
             self.before_round()
-        rank, world = _dist_info()
+        rank, world = dist_info()
         yielded = False
         for pid in list(self.buffers.ready_policies()):
             minibatches = self.buffers[pid].take()
@@ -83,14 +84,6 @@ class BufferStream(IterableDataset):
             # No policy is ready this round: one no-op batch keeps the epoch (= round) non-empty, because
             # Lightning ends `fit` early on an epoch whose iterator is exhausted at once.
             yield {"policy_id": None}
-
-
-def _dist_info() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def shard(minibatch: list[Any], rank: int, world: int) -> list[Any]:

@@ -7,12 +7,17 @@ Hydra cannot write a set of classes, so the FSDP spec names layer classes by imp
 ``activation_checkpointing_policy`` (classes that do not import — another architecture's — are skipped).
 
 Full weights of a sharded policy (saving, weight sync to a rollout engine): `gather_full_state_dict`, a
-collective every rank enters, and `FullWeights`, the unsharded stand-in handed to rank 0's engine."""
+collective every rank enters, and `FullWeights`, the unsharded stand-in handed to rank 0's engine.
+
+Collectives of the rank-0 rollout (`mars2.training.rollout`, `mars2.training.data`): `dist_info`, `broadcast`,
+`all_gather` (no-ops outside torch.distributed), `uses_fsdp` (an ``isinstance`` test on Lightning's
+``FSDPStrategy``) and `full_params` (the policies' full weights inside a context, FSDP only)."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from typing import Any, Mapping
+from typing import Any, ContextManager, Mapping
 
 import torch
 from torch import nn
@@ -63,6 +68,57 @@ def global_rank_from_env() -> int:
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
     node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
     return local if node == 0 else node * 1_000 + local  # any non-zero value means "not rank 0"
+
+
+def dist_info() -> tuple[int, int]:
+    """(global rank, world size); (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (no-op outside torch.distributed)."""
+    import torch.distributed as dist
+
+    if dist_info()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` outside torch.distributed)."""
+    import torch.distributed as dist
+
+    world = dist_info()[1]
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def uses_fsdp(trainer: Any) -> bool:
+    """True when ``trainer`` shards its modules with Lightning's FSDP strategy (``trainer=fsdp``)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return trainer is not None and isinstance(getattr(trainer, "strategy", None), FSDPStrategy)
+
+
+def full_params(trainer: Any, all_ranks: bool = False) -> ContextManager[Any]:
+    """Context in which the trainer's modules hold their full weights. Only FSDP shards them; there it is
+    ``summon_full_params`` on the strategy's root module — a collective, so every rank must enter it (the
+    caller's decision to call it must be the same on every rank). ``all_ranks=False``: only rank 0
+    materialises them (the rollout and the evaluation run on rank 0)."""
+    if not uses_fsdp(trainer):
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    return FSDP.summon_full_params(trainer.model, writeback=False, rank0_only=not all_ranks)
 
 
 @torch.no_grad()
