@@ -6,6 +6,9 @@
     python compare.py --wandb outputs/                  # offline wandb runs found under a folder
     python compare.py --wandb my-entity/mars2           # a wandb project (online, needs `wandb login`)
     python compare.py multirun/... --out docs/results   # where the PNGs and comparison.md go (default: compare/)
+    python compare.py multirun/... --paired-against GRPO  # + paired differences row − GRPO per metric:
+                                                        #   mean [95% CI] over seeds × problems (same seeds,
+                                                        #   same problems; needs eval_per_problem.json)
 """
 import argparse
 import sys
@@ -32,7 +35,10 @@ def load_runs(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mars2.tracking.compare import DEFAULT_METRICS, compare_table, diversity_metrics, print_table, write_tables
+    from mars2.tracking.compare import (
+        DEFAULT_METRICS, compare_table, diversity_metrics, extra_split_metrics, paired_markdown, paired_table,
+        print_paired, print_table, write_tables,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", help="run dirs or folders holding them (default: outputs multirun)")
@@ -43,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="compare", help="folder for the PNGs and comparison.md/json")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--all", action="store_true", help="include failed / pruned / running runs in the tables")
+    ap.add_argument("--paired-against", metavar="ROW", default=None,
+                    help="also print every other row's paired difference to this row (its label, or a unique part "
+                         "of it): mean [95%% CI], paired bootstrap over seeds x problems")
+    ap.add_argument("--paired-when", choices=("final", "initial"), default="final",
+                    help="which evaluation of training runs to pair (default: final)")
     args = ap.parse_args(argv)
 
     runs = load_runs(args)
@@ -58,10 +69,27 @@ def main(argv: list[str] | None = None) -> int:
         where = args.paths or args.mlflow or args.wandb or ["outputs", "multirun"]
         print(f"compare.py: no completed runs found in {where}", file=sys.stderr)
         return 1
-    metrics = list(args.metrics) if args.metrics else [*DEFAULT_METRICS, *diversity_metrics(done)]
+    metrics = (list(args.metrics) if args.metrics
+               else [*DEFAULT_METRICS, *extra_split_metrics(done), *diversity_metrics(done)])
     rows = compare_table(done, metrics)
     print_table(rows, metrics)
     files = write_tables(rows, metrics, args.out)
+    if args.paired_against:
+        try:
+            base, prow, notes = paired_table(done, args.paired_against, metrics, args.paired_when)
+        except ValueError as e:
+            print(f"compare.py: {e}", file=sys.stderr)
+            return 2
+        for note in notes:
+            print(f"compare.py: {note}", file=sys.stderr)
+        print_paired(base, prow, metrics, args.paired_when)
+        import json
+
+        md = Path(args.out) / "paired.md"
+        md.write_text(paired_markdown(base, prow, metrics, args.paired_when))
+        js = Path(args.out) / "paired.json"
+        js.write_text(json.dumps({"against": base["label"], "when": args.paired_when, "rows": prow}, indent=2))
+        files += [md, js]
     if not args.no_plots:
         from mars2.tracking.plots import make_plots
 

@@ -15,7 +15,7 @@ from fakes import FakeBackend, FakeScorer, fake_problem, response
 from omegaconf import OmegaConf
 
 from mars2.agents.base import AgentSpec
-from mars2.cli.evaluate import normalise_overrides, resolve_config
+from mars2.cli.evaluate import refuse_training_search, resolve_config
 from mars2.evaluation import DiversityConfig, EvalResult, aggregate_seeds, evaluate_team, probe_behaviours, run_evaluation
 from mars2.search.factory import SearchConfig
 from mars2.rollout.runner import SearchRunner
@@ -220,14 +220,16 @@ def test_probe_behaviours_on_a_real_minicode_problem():
 
 # --- the CLI -----------------------------------------------------------------------------------------------
 
-def test_normalise_overrides_accepts_trains_spelling():
-    assert normalise_overrides(["search@eval.search=t_plus", "eval.budget=16"]) == ["search=t_plus", "eval.budget=16"]
-    assert normalise_overrides(["eval.search.posterior=beta", "search=iid"]) == ["search.posterior=beta", "search=iid"]
-    assert normalise_overrides(["search=iid", "search@eval.search=iid"]) == ["search=iid"]  # same choice twice
-    assert normalise_overrides(["-m", "search@eval.search=iid,t_plus"]) == ["-m", "search=iid,t_plus"]
-    with pytest.raises(SystemExit) as e:
-        normalise_overrides(["search=iid", "search@eval.search=t_plus"])
-    assert e.value.code == 2
+def test_the_training_search_on_evaluates_command_line_is_refused_with_the_right_spelling():
+    """One spelling of the evaluation search (eval.search, as in train.py); `search=...` would set train.py's
+    training search, which evaluate.py does not use: one line naming the right spelling."""
+    from mars2.config import ConfigError
+
+    refuse_training_search(["search@eval.search=t_plus", "eval.search.posterior=beta", "eval.budget=16"])
+    with pytest.raises(ConfigError, match=r"use search@eval\.search=t_plus$"):
+        refuse_training_search(["search=t_plus"])
+    with pytest.raises(ConfigError, match=r"use eval\.search\.posterior=beta$"):
+        refuse_training_search(["+search.posterior=beta"])
 
 
 def test_resolve_config_takes_model_from_the_run(tmp_path):
@@ -305,17 +307,16 @@ def _compose_evaluate(overrides, out_dir):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=normalise_overrides(overrides))
+        cfg = compose(config_name="evaluate", overrides=list(overrides))
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def test_evaluate_config_both_search_spellings(tmp_path):
-    for spelling in (["search=t_plus"], ["search@eval.search=t_plus"]):
-        c = _compose_evaluate(spelling + ["eval.search.posterior=beta"], tmp_path)
-        assert c["eval"]["search"]["mode"] == "t_plus" and c["eval"]["search"]["posterior"] == "beta"
-        assert c["eval"]["search"]["gen_discount"]["gamma0"] == 0.98
+def test_evaluate_config_search_spelling(tmp_path):
+    c = _compose_evaluate(["search@eval.search=t_plus", "eval.search.posterior=beta"], tmp_path)
+    assert c["eval"]["search"]["mode"] == "t_plus" and c["eval"]["search"]["posterior"] == "beta"
+    assert c["eval"]["search"]["gen_discount"]["gamma0"] == 0.98
     c = _compose_evaluate([], tmp_path)
     assert c["eval"]["search"]["mode"] == "ab_mcts" and c["eval"]["seeds"] is None
     assert c["eval"]["diversity"]["extra_probes"] == 8 and c["eval"]["reward_model"] is None
@@ -365,3 +366,138 @@ def test_served_backend_skips_policies_and_goes_through_build_backend(tmp_path, 
     from mars2.search.serialize import tree_from_dict
 
     assert [len(tree_from_dict(t)) for t in saved["team"]] == [3, 3, 3]
+
+
+# --- extra held-out splits (eval.extra_splits, issue 17.2) ------------------------------------------------
+
+IID = [fake_problem("q0"), fake_problem("q1"), fake_problem("q2")]
+
+
+def test_extra_split_pass1_hand_computed_and_off_the_record():
+    """Fresh Pass@1 on an extra split, per agent and team, with its own problem ids; the backend's sampling
+    stream is put back, so every other number equals the evaluation without the extra split."""
+    texts = [P, F, H, P, F, P, H, F, P, P, F, H]
+
+    def go(extra):
+        backend = FakeBackend(texts)  # answers by request index: any extra request would shift everything
+        r = run_evaluation(backend, FakeScorer(), AGENTS, PROBLEMS, SearchConfig(mode="iid"), 4, tts_budgets=[2, 4],
+                           extra_splits=extra)
+        return r, backend
+
+    plain, b0 = go(None)
+    extra, b1 = go({"test_iid": IID})
+    assert b1.state_dict() == b0.state_dict()  # the stream after the evaluation is the same
+    for k, v in plain.values.items():
+        assert extra.values[k] == v, k
+    assert [len(t) for t in extra.trees["team"]] == [4, 4]
+    assert extra.problem_ids == {"eval": ["p0", "p1"], "eval/test_iid": ["q0", "q1", "q2"]}
+    assert plain.problem_ids == {"eval": ["p0", "p1"]}
+    # the extra call starts where the main fresh call ended: request 4 (a: p0..., then b: ...). Requests in
+    # order: a q0, a q1, a q2, b q0, b q1, b q2 → texts[4:10] = F, P, H, F, P, P → a (0, 1, 0), b (0, 1, 1)
+    v = extra.values
+    assert v["eval/test_iid/agent/a/pass1"] == [0.0, 1.0, 0.0] and v["eval/test_iid/agent/b/pass1"] == [0.0, 1.0, 1.0]
+    assert v["eval/test_iid/pass1"] == [0.0, 1.0, 0.5]
+    m = extra.metrics
+    assert m["eval/test_iid/pass1"] == pytest.approx(0.5) and m["eval/test_iid/agent/b/pass1"] == pytest.approx(2 / 3)
+    assert 0.0 <= m["eval/test_iid/pass1_lo"] <= 0.5 <= m["eval/test_iid/pass1_hi"] <= 1.0
+    with pytest.raises(ValueError, match="no problems"):
+        go({"test_iid": []})
+    from mars2.config import ConfigError
+
+    with pytest.raises(ConfigError, match="without '/'"):
+        go({"a/b": IID})
+
+
+def test_select_extra_splits_default_skips_explicit_requires():
+    from mars2.config import ConfigError
+    from mars2.evaluation import extra_splits_given, select_extra_splits
+    from mars2.tasks.loaders import EmptySplitError, TaskDataError
+
+    splits = {"test": PROBLEMS, "test_iid": IID, "empty": []}
+    said: list[str] = []
+    got = select_extra_splits("minicode", splits, ["test_iid"], main="test", explicit=False, n_problems=2, log=said.append)
+    assert {k: [p.id for p in v] for k, v in got.items()} == {"test_iid": ["q0", "q1"]} and said == []
+    # left at the default on a task without the split (a real benchmark): skipped, one line
+    got = select_extra_splits("livecodebench", {"test": PROBLEMS}, ["test_iid"], main="test", explicit=False,
+                              log=said.append)
+    assert got == {} and len(said) == 1 and "livecodebench has no split 'test_iid'" in said[0]
+    # named on the command line: required (TaskDataError → one line, exit 2)
+    with pytest.raises(TaskDataError, match="no split 'test_iid'"):
+        select_extra_splits("livecodebench", {"test": PROBLEMS}, ["test_iid"], main="test", explicit=True)
+    with pytest.raises(EmptySplitError):
+        select_extra_splits("minicode", splits, ["empty"], main="test", explicit=True)
+    said.clear()
+    assert select_extra_splits("minicode", splits, ["test", "test_iid", "test_iid"], main="test", explicit=True,
+                               log=said.append).keys() == {"test_iid"} and len(said) == 2
+    assert select_extra_splits("minicode", splits, None, main="test", explicit=False) == {}
+    with pytest.raises(ConfigError, match="list of split names"):
+        select_extra_splits("minicode", splits, "test_iid", main="test", explicit=True)
+    assert extra_splits_given(["eval.extra_splits=[test_iid]"]) and extra_splits_given(["+eval.extra_splits=[]"])
+    assert not extra_splits_given(["eval.split=test", "eval.extra_splits_x=1"])
+
+
+def test_cli_missing_extra_split_is_one_line(tmp_path):
+    """Named on the command line, a split the task lacks stops evaluate.py before any model is built."""
+    p = _run_cli(["eval.extra_splits=[nope]", "eval.split=test"], tmp_path)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    line = [ln for ln in p.stderr.splitlines() if ln.startswith("mars2:")]
+    assert len(line) == 1 and "no split 'nope'" in line[0]
+
+
+def test_per_problem_file_records_replaces_and_pairs(tmp_path):
+    from mars2.tracking import per_problem
+
+    def res(vals, iid):
+        return EvalResult(metrics={}, values={"eval/pass1": vals, "eval/div/semantic": [math.nan, 0.5],
+                                              "eval/test_iid/pass1": iid}, trees={},
+                          problem_ids={"eval": ["p0", "p1"], "eval/test_iid": ["q0", "q1", "q2"]})
+
+    per_problem.record(tmp_path, res([0.0, 1.0], [1.0, 0.0, 0.0]), 0, 7)
+    per_problem.record(tmp_path, res([1.0, 1.0], [1.0, 1.0, 0.0]), 2, 7)
+    per_problem.record(tmp_path, res([1.0, 0.0], [0.0, 1.0, 1.0]), 2, 7)  # round 2 redone after a resume: replaced
+    data = json.loads((tmp_path / per_problem.FILE).read_text())
+    assert data["format"] == per_problem.FORMAT and [(e["round"], e["seed"]) for e in data["evals"]] == [(0, 7), (2, 7)]
+    assert data["evals"][0]["values"]["eval/div/semantic"] == [None, 0.5]  # NaN → null (strict JSON)
+    entries = per_problem.read(tmp_path)["evals"]
+    assert per_problem.outcomes(entries, "eval/pass1") == {7: {"p0": 1.0, "p1": 0.0}}
+    assert per_problem.outcomes(entries, "eval/pass1", "initial") == {7: {"p0": 0.0, "p1": 1.0}}
+    assert per_problem.outcomes(entries, "eval/test_iid/pass1") == {7: {"q0": 0.0, "q1": 1.0, "q2": 1.0}}
+    assert per_problem.outcomes(entries, "eval/div/semantic") == {7: {"p1": 0.5}}
+    # final − initial on test_iid: (−1, +1, +1) → mean 1/3 (one seed; the bootstrap over 3 problems)
+    gain = per_problem.paired(entries, entries, "eval/test_iid/pass1", "final", "initial", n_boot=2000)
+    assert gain["mean"] == pytest.approx(1 / 3) and gain["n_seeds"] == 1 and gain["n_problems"] == 3
+    assert -1.0 <= gain["ci_low"] < 1 / 3 < gain["ci_high"] <= 1.0 and gain["seeds"] == [7]
+    assert per_problem.paired(entries, [{**e, "seed": 8} for e in entries], "eval/pass1") == {
+        "reason": "no common seeds (seeds [7] vs [8])"}
+    assert per_problem.read(tmp_path / "none") is None
+
+
+@pytest.mark.slow
+def test_train_debug_fast_reports_test_iid_and_per_problem_outcomes(tmp_path):
+    """A real short training run (debug=fast, warm start cached): every evaluation carries eval/test_iid/pass1
+    (team and per agent, with its interval) in [0, 1], and eval_per_problem.json holds one entry per evaluation
+    with the problem ids of both splits."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.setdefault("MARS2_CACHE_DIR", str(ROOT / ".cache" / "mars2"))
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "debug=fast", f"hydra.run.dir={out}"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-4000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed" and len(res["evals"]) == 3  # rounds 0, 1, 2
+    for ev in res["evals"]:
+        keys = [k for k in ev if k.startswith("eval/test_iid/")]
+        assert {"eval/test_iid/pass1", "eval/test_iid/pass1_lo", "eval/test_iid/pass1_hi"} <= set(keys)
+        assert sum(k.endswith("/pass1") and "/agent/" in k for k in keys) == 2  # one per agent of the pair
+        for k in keys:
+            assert 0.0 <= ev[k] <= 1.0, (k, ev[k])
+        assert ev["eval/test_iid/pass1_lo"] <= ev["eval/test_iid/pass1"] <= ev["eval/test_iid/pass1_hi"]
+    data = json.loads((out / "eval_per_problem.json").read_text())
+    assert [(e["round"], e["seed"]) for e in data["evals"]] == [(0, 0), (1, 0), (2, 0)]
+    last = data["evals"][-1]
+    assert len(last["problems"]["eval"]) == 4 and all(i.startswith("minicode/test/") for i in last["problems"]["eval"])
+    assert len(last["problems"]["eval/test_iid"]) == 4
+    assert all(i.startswith("minicode/test_iid/") for i in last["problems"]["eval/test_iid"])
+    assert len(last["values"]["eval/test_iid/pass1"]) == 4 and len(last["values"]["eval/pass1_mcts"]) == 4
+    assert sum(last["values"]["eval/test_iid/pass1"]) / 4 == pytest.approx(res["final"]["eval/test_iid/pass1"])

@@ -23,10 +23,17 @@ Metric keys (``eval/...`` for the team, ``eval/agent/<name>/...`` per agent; eve
   team's diversity pools the candidates of all solo trees of a problem (do the agents write different
   programs?).
 
-Extra held-out splits (``extra_splits={"test_iid": problems, ...}``, issue 17): fresh Pass@1 of every agent on
-each, as ``eval/<split>/pass1`` (team: mean over agents) and ``eval/<split>/agent/<name>/pass1`` — e.g. minicode's
-``test_iid`` (unseen instances of RL-train compositions) beside ``test`` (unseen compositions). No search on
-them: Pass@1 is where RL transfer shows first, and a search per split would double the evaluation time.
+Extra held-out splits (``extra_splits={"test_iid": problems, ...}``, issue 17; config ``eval.extra_splits``, chosen
+by :func:`select_extra_splits`): fresh Pass@1 of every agent on each, as ``eval/<split>/pass1`` (team: mean over
+agents) and ``eval/<split>/agent/<name>/pass1``, each with ``_lo``/``_hi`` — e.g. minicode's ``test_iid`` (unseen
+instances of RL-train compositions) beside ``test`` (unseen compositions). No search on them: Pass@1 is where
+RL transfer shows first, and a search per split would double the evaluation time. They are measured *off the
+record*: the backend's sampling stream (its ``state_dict``: the call counter that seeds each call) is put back
+afterwards, so turning an extra split on or off changes no other number of an evaluation or of a training run.
+
+Per-problem values: ``EvalResult.values`` (key → one value per problem) with ``EvalResult.problem_ids``
+(metric-key prefix → problem ids: ``"eval"`` for the evaluated split, ``"eval/<split>"`` for an extra split; a
+key belongs to its longest prefix) — what paired comparisons between runs need (:mod:`mars2.tracking.per_problem`).
 
 Final answers use the reward model when one is given (``reward_model.score(statements, programs)``, §6.3;
 ``rm_mode`` tiebreak|rerank), else the rule of ``mars2.search.select`` (best public score, newest).
@@ -96,6 +103,7 @@ class EvalResult:
     trees: dict[str, list[Tree]]
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     selection: str = "rule"
+    problem_ids: dict[str, list[str]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -334,6 +342,72 @@ def _mean_rows(rows: Sequence[Sequence[float]]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Extra held-out splits (eval.extra_splits)
+# ---------------------------------------------------------------------------------------------------------
+
+EXTRA_SPLITS_KEY = "eval.extra_splits"
+
+
+def check_split_name(split: Any) -> str:
+    from mars2.config import ConfigError
+
+    if not isinstance(split, str) or not split or "/" in split:
+        raise ConfigError(f"{EXTRA_SPLITS_KEY}: a split name must be a non-empty string without '/', got {split!r}")
+    return split
+
+
+def extra_splits_given(overrides: Sequence[str]) -> bool:
+    """Whether the command line sets ``eval.extra_splits`` (``eval.extra_splits=[...]``, ``+``/``++``/``~``)."""
+    return any(o.lstrip("+~").split("=", 1)[0] == EXTRA_SPLITS_KEY for o in overrides)
+
+
+def select_extra_splits(
+    task: str,
+    splits: Mapping[str, Sequence[Problem]],
+    names: Sequence[str] | None,
+    *,
+    main: str,
+    explicit: bool,
+    n_problems: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[Problem]]:
+    """The problems of each extra held-out split named by ``eval.extra_splits`` (first ``n_problems`` of each, as
+    for the evaluated split; 0 = all).
+
+    A split the task does not have, or an empty one: an error (``TaskDataError``, one line, exit 2) when
+    ``eval.extra_splits`` was given on the command line (``explicit``); left at its default (``[test_iid]``) it is
+    skipped with one logged line, so a real benchmark without ``test_iid`` just works. The evaluated split
+    itself (``main``) is skipped with a line (its Pass@1 is ``eval/pass1``). A value that is not a list of split
+    names raises ``ConfigError`` (one line, exit 2)."""
+    if names is None:
+        return {}
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        from mars2.config import ConfigError
+
+        raise ConfigError(f"{EXTRA_SPLITS_KEY} must be a list of split names, got {names!r}")
+    say = log or (lambda _msg: None)
+    out: dict[str, list[Problem]] = {}
+    for name in names:
+        check_split_name(name)
+        if name == main or name in out:
+            say(f"{EXTRA_SPLITS_KEY}: {name!r} is {'the evaluated split' if name == main else 'named twice'}; "
+                f"measured once")
+            continue
+        if not splits.get(name):
+            if explicit:
+                from mars2.tasks.registry import require_split
+
+                require_split(task, dict(splits), name)  # raises: no such split / an empty split
+            why = "has no split" if name not in splits else "has an empty split"
+            say(f"{EXTRA_SPLITS_KEY}: task {task} {why} {name!r}; eval/{name}/... not measured "
+                f"(default list; set {EXTRA_SPLITS_KEY}=[] to silence, or name the split to require it)")
+            continue
+        probs = list(splits[name])
+        out[name] = probs[:n_problems] if n_problems else probs
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------------------
 
@@ -369,15 +443,20 @@ def run_evaluation(
     for name, vals in per_agent.items():
         values[f"agent/{name}/pass1"] = list(vals)
     values["pass1"] = _mean_rows([per_agent[a.name] for a in agents])
+    problem_ids = {"eval": [p.id for p in problems]}
     for split, extra in (extra_splits or {}).items():
-        if "/" in split or not split:
-            raise ValueError(f"extra split name must be a non-empty name without '/', got {split!r}")
+        check_split_name(split)
         if not extra:
             raise ValueError(f"extra split {split!r} has no problems")
-        per_split = fresh_pass1(backend, scorer, agents, list(extra), pass1_samples)
+        stream = backend.state_dict()  # off the record: the sampling stream is put back below
+        try:
+            per_split = fresh_pass1(backend, scorer, agents, list(extra), pass1_samples)
+        finally:
+            backend.load_state_dict(stream)
         for name, vals in per_split.items():
             values[f"{split}/agent/{name}/pass1"] = list(vals)
         values[f"{split}/pass1"] = _mean_rows([per_split[a.name] for a in agents])
+        problem_ids[f"eval/{split}"] = [p.id for p in extra]
 
     searchers = {"team": list(agents)} if mode == "system" else {a.name: [a] for a in agents}
     trees_by: dict[str, list[Tree]] = {}
@@ -422,7 +501,8 @@ def run_evaluation(
     metrics = {f"eval/{k}": v for k, v in flat_metrics(values).items()}
     metrics["eval/seconds"] = time.perf_counter() - t0
     return EvalResult(metrics=metrics, values={f"eval/{k}": v for k, v in values.items()}, trees=trees_by,
-                      stats=stats, selection="rule" if reward_model is None else f"rm_{rm_mode}")
+                      stats=stats, selection="rule" if reward_model is None else f"rm_{rm_mode}",
+                      problem_ids=problem_ids)
 
 
 def evaluate_team(

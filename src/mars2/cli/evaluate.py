@@ -188,7 +188,8 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
     from mars2.cli.build import (
         build_backend, build_policies, build_sandbox, close_backend, load_problems, make_team, preflight, search_config,
     )
-    from mars2.evaluation import DiversityConfig, aggregate_seeds, run_evaluation
+    from mars2.evaluation import DiversityConfig, aggregate_seeds, extra_splits_given, run_evaluation, select_extra_splits
+    from mars2.tracking import per_problem
     from mars2.search.serialize import tree_to_dict
     from mars2.tracking.records import config_summary, git_sha, write_json_atomic
 
@@ -212,6 +213,9 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
         test = test[: int(ev["n_problems"])]
     if not test:
         raise SetupError(f"no problems to evaluate in task {c['task']['name']} split {split!r}")
+    extra_splits = select_extra_splits(  # eval.extra_splits (e.g. test_iid): fresh Pass@1 on each
+        c["task"]["name"], problems, ev.get("extra_splits"), main=split, explicit=extra_splits_given(overrides),
+        n_problems=int(ev.get("n_problems") or 0), log=lambda msg: print(f"mars2: {msg}", file=sys.stderr))
     try:  # validate every evaluation knob before any model is built
         search = search_config(ev["search"])
         budget = int(ev["budget"])
@@ -252,10 +256,12 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
                     pass1_samples=int(ev["pass1_samples"]), tts_budgets=list(ev["tts_budgets"]),
                     seed=seed + 7919,  # the training callback's evaluation seed offset
                     progress=progress, reward_model=reward_model, rm_mode=rm_mode, diversity=diversity,
+                    extra_splits=extra_splits,
                 ), f"seed {seed}", len(test) * budget * (1 if ev["mode"] == "system" else len(agents)))
             finally:  # vLLM: engines shut down and exported weights removed, also when the evaluation fails
                 close_backend(backend)
             results.append(r)
+            per_problem.record(out, r, 0, seed)  # eval_per_problem.json: for paired comparisons (compare.py)
             trees_path = out / "trees" / f"seed{seed}.json"
             trees_path.parent.mkdir(parents=True, exist_ok=True)
             trees_path.write_text(json.dumps({k: [tree_to_dict(t) for t in ts] for k, ts in r.trees.items()}))
@@ -269,6 +275,8 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
     record = {
         "status": "completed",
         "problem_ids": [p.id for p in test],
+        "extra_splits": {name: [p.id for p in probs] for name, probs in extra_splits.items()},
+        "per_problem": per_problem.FILE,
         "config": summary,
         "overrides": list(overrides),
         "git_sha": git_sha(c["paths"]["root_dir"]),
@@ -367,8 +375,15 @@ def print_table(flat: dict[str, float], agents, n_seeds: int = 1, tts: Sequence[
     for n in names:
         table.add_column(n, justify="right")
     rows = list(ROWS) + [f"tts/{b}" for b in sorted({int(b) for b in tts if int(b) <= budget})]
+    rows += sorted({k[len("eval/"):] for k in flat if k.endswith("/pass1") and k.count("/") == 2
+                    and not k.startswith("eval/agent/")})  # extra splits: eval/<split>/pass1
     for m in rows:
-        cells = [_cell(flat, f"eval/{m}", n_seeds)] + [_cell(flat, f"eval/agent/{n}/{m}", n_seeds) for n in names]
+        if m.count("/") == 1 and m.endswith("/pass1"):  # an extra split: eval/<split>/agent/<name>/pass1
+            split_name = m.split("/")[0]
+            cells = [_cell(flat, f"eval/{m}", n_seeds)] + [_cell(flat, f"eval/{split_name}/agent/{n}/pass1", n_seeds)
+                                                           for n in names]
+        else:
+            cells = [_cell(flat, f"eval/{m}", n_seeds)] + [_cell(flat, f"eval/agent/{n}/{m}", n_seeds) for n in names]
         if any(cells):
             table.add_row(f"eval/{m}", *cells)
     console = Console() if sys.stdout.isatty() else Console(width=200)

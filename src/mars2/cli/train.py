@@ -67,7 +67,7 @@ def run_train(cfg: DictConfig) -> float | None:
             if multirun:
                 return None
             sys.exit(2)
-        except (SetupError, TaskDataError) as e:
+        except (SetupError, TaskDataError, ConfigError) as e:  # ConfigError: e.g. eval.extra_splits, read in train()
             fail_job(str(e))
     except JobFailed:  # fail_job printed the line and wrote FAILED.json
         return None
@@ -208,6 +208,12 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     try:
         problems = load_problems(c)
         log.info("problems: %s", {k: len(v) for k, v in problems.items()})
+        from mars2.evaluation import extra_splits_given, select_extra_splits  # eval.extra_splits (e.g. test_iid)
+
+        extra_splits = select_extra_splits(
+            c["task"]["name"], problems, c["eval"].get("extra_splits"), main=c["eval"]["split"],
+            explicit=extra_splits_given(hydra_overrides()), n_problems=int(c["eval"].get("n_problems") or 0),
+            log=log.info)
         sandbox = build_sandbox(c)
         policy_ids = team_policies(agents)
         models, tokenizers, warm = build_policies(c, policy_ids, problems, sandbox)
@@ -248,7 +254,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
             rollout_batch_size=int(rl["rollout_batch_size"]), reward_tests=rl["reward_tests"],
             eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
             on_eval=record.add_eval, on_restore=lambda evals, r: restore_record(record, evals, r),
-            progress=progress if rank0 else None,
+            progress=progress if rank0 else None, extra_splits=extra_splits,
         )
         stream = BufferStream(
             buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]),

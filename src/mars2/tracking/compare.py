@@ -3,6 +3,13 @@ metric as the mean with a 95 % t-interval over seeds (start → end of training)
 the paper's scaling law reads: vanilla GRPO → RS² → homogeneous → heterogeneous (more agents later).
 
 Runs come from :mod:`mars2.tracking.readers` (run dirs, MLflow, wandb); plots from :mod:`mars2.tracking.plots`.
+
+Paired differences (:func:`paired_table`, ``compare.py --paired-against <row>``): two rows evaluated with the same
+seeds on the same problems differ per (seed, problem); the mean of those differences with a paired bootstrap
+95 % interval over seeds × problems (``mars2.metrics.stats.paired_summary``) removes what the rows share (a
+problem's difficulty, a seed's luck) and is much narrower than two per-row intervals side by side. It needs
+the per-problem outcomes of ``eval_per_problem.json`` (:mod:`mars2.tracking.per_problem`); rows without them
+(older run dirs, MLflow / wandb) get the difference of the means, marked unpaired, and one line saying so.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from mars2.metrics import mean_ci
+from mars2.tracking import per_problem
 from mars2.tracking.readers import read_run_dirs
 
 DEFAULT_METRICS = ("eval/pass1", "eval/pass1_mcts", "eval/pass_at_n")
@@ -169,3 +177,117 @@ def short_name(metric: str) -> str:
 def tts_budgets(runs: Sequence[dict[str, Any]], prefix: str = "eval/tts/") -> list[int]:
     keys = {k[len(prefix):] for r in runs for k in (r.get("final") or {}) if k.startswith(prefix)}
     return sorted(int(k) for k in keys if k.isdigit())
+
+
+def extra_split_metrics(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Team Pass@1 of the extra held-out splits (``eval/<split>/pass1``, e.g. ``eval/test_iid/pass1``) present in
+    the runs' final evaluations."""
+    keys = {k for r in runs for k in (r.get("final") or {})}
+    return sorted(k for k in keys if k.startswith("eval/") and k.endswith("/pass1") and k.count("/") == 2)
+
+
+# -- paired differences ------------------------------------------------------------------------------------------
+def find_row(groups: Sequence[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The group whose label is ``name``, else the only one whose label contains it (case-insensitive)."""
+    for g in groups:
+        if g["label"] == name:
+            return g
+    hits = [g for g in groups if name.lower() in g["label"].lower()]
+    if len(hits) == 1:
+        return hits[0]
+    labels = ", ".join(repr(g["label"]) for g in groups)
+    what = "matches several rows" if hits else "matches no row"
+    raise ValueError(f"--paired-against {name!r} {what}; rows: {labels}")
+
+
+def group_entries(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-problem entries of all runs of a group (empty: none of its run dirs has them)."""
+    return [e for r in group["runs"] for e in (r.get("per_problem") or [])]
+
+
+def paired_table(runs: Sequence[dict[str, Any]], against: str, metrics: Sequence[str] = DEFAULT_METRICS,
+                 when: str = "final", n_boot: int = 10_000) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """(baseline group, one row per other group, notes). Each row: ``label`` and per metric either the paired
+    summary of row − baseline (``mean``, ``ci_low``, ``ci_high``, ``p_better``, ``n_seeds``, ``n_problems``,
+    ``seeds``) or ``{"unpaired": difference of the means over seeds, "reason": why not paired}``. Notes: one
+    line per row that has no per-problem outcomes."""
+    groups = group_runs(runs)
+    base = find_row(groups, against)
+    base_entries = group_entries(base)
+    rows, notes = [], []
+    if not base_entries:
+        notes.append(f"{base['label']}: no per-problem outcomes ({per_problem.FILE}) in its run dirs; "
+                     "differences are unpaired (difference of the means, no interval)")
+    for g in groups:
+        if g is base:
+            continue
+        entries = group_entries(g)
+        if not entries and base_entries:
+            notes.append(f"{g['label']}: no per-problem outcomes ({per_problem.FILE}) in its run dirs; "
+                         "its differences are unpaired (difference of the means, no interval)")
+        row: dict[str, Any] = {"label": g["label"], "seeds": len(g["runs"])}
+        for m in metrics:
+            cell: dict[str, Any] = {}
+            if entries and base_entries:
+                cell = per_problem.paired(entries, base_entries, m, when, when, n_boot=n_boot)
+            if not cell or "reason" in cell:
+                a, b = metric_values(g["runs"], m, when), metric_values(base["runs"], m, when)
+                if a and b:
+                    cell = {"unpaired": sum(a) / len(a) - sum(b) / len(b),
+                            "reason": cell.get("reason", "no per-problem outcomes")}
+                else:
+                    cell = {}
+            row[m] = cell
+        rows.append(row)
+    return base, rows, notes
+
+
+def paired_cell(cell: dict[str, Any] | None, scale: float = 1.0, digits: int = 3) -> str:
+    """``+0.031 [-0.010, +0.072]`` (paired), ``+0.031 (unpaired)``, or empty."""
+    if not cell:
+        return ""
+    if "mean" in cell:
+        m, lo, hi = (scale * cell[k] for k in ("mean", "ci_low", "ci_high"))
+        return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    if "unpaired" in cell:
+        return f"{scale * cell['unpaired']:+.{digits}f} (unpaired)"
+    return ""
+
+
+def paired_units(row: dict[str, Any], metrics: Sequence[str]) -> str:
+    """``seeds×problems`` of the row's first paired metric (e.g. ``3×64``), else ``–``."""
+    for m in metrics:
+        c = row.get(m) or {}
+        if "mean" in c:
+            return f"{c['n_seeds']}×{c['n_problems']}"
+    return "–"
+
+
+def paired_title(base_label: str, when: str) -> str:
+    return (f"paired differences: row − {base_label} ({when} evaluation); mean [95% CI], paired bootstrap over "
+            "seeds × problems")
+
+
+def print_paired(base: dict[str, Any], rows: Sequence[dict[str, Any]], metrics: Sequence[str], when: str = "final",
+                 file: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=paired_title(base["label"], when))
+    table.add_column("run")
+    table.add_column("seeds×problems", justify="right")
+    for m in metrics:
+        table.add_column(f"Δ {short_name(m)}", justify="right")
+    for row in rows:
+        table.add_row(row["label"], paired_units(row, metrics), *[paired_cell(row.get(m)) for m in metrics])
+    Console(file=file, width=max(120, 30 + 28 * len(metrics))).print(table)
+
+
+def paired_markdown(base: dict[str, Any], rows: Sequence[dict[str, Any]], metrics: Sequence[str],
+                    when: str = "final") -> str:
+    head = ["run", "seeds×problems", *[f"Δ {short_name(m)}" for m in metrics]]
+    lines = [f"{paired_title(base['label'], when)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["label"], paired_units(row, metrics),
+                                        *[paired_cell(row.get(m)) for m in metrics]]) + " |")
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,8 @@ A *run* is a dict::
      "config": {"name", "seed", "paradigm", "n_agents", "model", "search", "train_budget", ...},
      "evals":   [{"round": r, "eval/pass1": ..., "eval/tts/4": ..., ...}, ...],   # one per evaluation
      "history": [{"round": r, "agent/<name>/reward": ..., ...}, ...],              # one per training round
-     "initial": <first eval>, "final": <last eval>}
+     "initial": <first eval>, "final": <last eval>,
+     "per_problem": [<entries of eval_per_problem.json>] | None}                   # run dirs only (paired stats)
 
 - run dirs: ``results.json`` (what ``train.py`` writes), with ``metrics.csv`` filling in the per-round history
   of runs that did not finish;
@@ -71,6 +72,7 @@ def _finish(run: dict[str, Any]) -> dict[str, Any]:
     evals = sorted(run.get("evals") or [], key=lambda e: e.get("round", 0))
     run["evals"] = evals
     run.setdefault("history", [])
+    run.setdefault("per_problem", None)  # per-problem outcomes: run dirs with eval_per_problem.json only
     run["initial"] = run.get("initial") or (evals[0] if evals else None)
     run["final"] = run.get("final") or (evals[-1] if evals else None)
     return run
@@ -121,6 +123,10 @@ def read_run_dir(run_dir: str | Path) -> dict[str, Any] | None:
         run["evals"] = run["evals"] or ev
     if (d / "FAILED.json").is_file() and run["status"] in ("running", "unknown"):
         run["status"] = "failed"
+    from mars2.tracking.per_problem import read as read_per_problem
+
+    pp = read_per_problem(d)
+    run["per_problem"] = pp["evals"] if pp and pp["evals"] else None
     return _finish(run)
 
 

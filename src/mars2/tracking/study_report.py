@@ -6,6 +6,13 @@ dirs every time, never written by hand.
 Ordering verdicts: ``holds`` when the means are in the paper's order, ``holds (significant)`` when in
 addition every adjacent pair's 95 % intervals are disjoint, ``does not hold`` otherwise (the table gives the
 numbers either way).
+
+Paired differences (issue 17.5): where the run dirs hold per-problem outcomes (``eval_per_problem.json``,
+:mod:`mars2.tracking.per_problem`), the Δ columns (final − initial of the same runs) and the tables of
+differences between rows (same seeds, same problems) are means with a 95 % paired bootstrap interval over
+seeds × problems (``mars2.metrics.stats.paired_summary``), and the orderings get a paired verdict (``holds
+(paired, significant)`` when every adjacent step's paired interval lies above 0). Run dirs without them fall back
+to the t-interval over seeds of per-seed differences, and the page says so.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mars2.metrics import mean_ci
+from mars2.tracking import per_problem
 from mars2.tracking.readers import read_run_dir
 
 MAIN = ("grpo", "rs2", "homo", "hetero", "hetero3")
@@ -99,6 +107,51 @@ def ordering(named: Sequence[tuple[str, tuple[float, float, float] | None]]) -> 
     return "holds (significant)" if sig else "holds (within CIs)"
 
 
+def _entries(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for r in runs for e in (r.get("per_problem") or [])]
+
+
+def paired(a_runs: Sequence[dict[str, Any]], b_runs: Sequence[dict[str, Any]], key: str, a_when: str = "final",
+           b_when: str = "final") -> dict[str, Any] | None:
+    """Paired summary of a − b over seeds × problems (:func:`mars2.tracking.per_problem.paired`), or None when
+    either side has no per-problem outcomes or they share no seed / problem."""
+    a, b = _entries(a_runs), _entries(b_runs)
+    if not a or not b:
+        return None
+    out = per_problem.paired(a, b, key, a_when, b_when)
+    return None if "reason" in out else out
+
+
+def pfmt(cell: dict[str, Any] | None, pct: bool = True) -> str:
+    """A paired difference: ``+3.1 [−1.0, +7.2]`` (percentage points) or ``–``."""
+    if cell is None:
+        return "–"
+    k, d = (100.0, 1) if pct else (1.0, 2)
+    return f"{k * cell['mean']:+.{d}f} [{k * cell['ci_low']:+.{d}f}, {k * cell['ci_high']:+.{d}f}]"
+
+
+def delta(runs: Sequence[dict[str, Any]], key: str) -> str:
+    """final − initial of the same runs: paired over seeds × problems where the runs have per-problem outcomes,
+    else the t-interval over seeds of the per-seed differences."""
+    cell = paired(runs, runs, key, "final", "initial")
+    return pfmt(cell) if cell is not None else fmt(_ci(deltas(runs, key)))
+
+
+def paired_ordering(chain: Sequence[tuple[str, Sequence[dict[str, Any]]]], key: str) -> str:
+    """Paired verdict for "chain[0] < chain[1] < ...": every adjacent step's paired difference (final
+    evaluations, same seeds and problems) and its 95 % interval."""
+    if len(chain) < 2:
+        return "not measured"
+    cells = [paired(b, a, key) for (_, a), (_, b) in zip(chain, chain[1:])]
+    if any(c is None for c in cells):
+        return "not paired (no per-problem outcomes)"
+    if not all(c["mean"] > 0 for c in cells):
+        return "does not hold (paired)"
+    if all(c["ci_low"] > 0 for c in cells):
+        return "holds (paired, significant)"
+    return "holds (paired, some step's CI contains 0)"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
 
@@ -135,18 +188,43 @@ def write_report(plan: dict[str, Any], root: Path, out_dir: Path, seeds: Sequenc
     lines += ["## 1. Training: same data, rounds and evaluation for every paradigm", "",
               "Held-out test split (all problems). Pass@1 = fresh samples at T=1 (mean over the team's agents); "
               "Pass@1(MCTS) = the training run's own evaluation search (AB-MCTS-A, 8 nodes, system mode). "
-              "*before* = warm start (round 0), *after* = end of training, Δ = paired per-seed difference.", ""]
+              "*before* = warm start (round 0), *after* = end of training, Δ = paired difference after − before "
+              "(mean [95 % paired bootstrap CI over seeds × problems]; mean ± t-interval over seeds of the per-seed "
+              "differences for run dirs without per-problem outcomes).", ""]
+    all_train = [r for v in train.values() for r in v]
+    iid = [k for k in ("eval/test_iid/pass1",) if vals(all_train, k)]  # minicode's second held-out split
     rows = []
     for n in train_names:
         rs = train[n]
         rows.append([LABELS.get(n, n), str(len(rs)),
                      fmt(_ci(vals(rs, "eval/pass1", "initial"))), fmt(_ci(vals(rs, "eval/pass1"))),
-                     fmt(_ci(deltas(rs, "eval/pass1"))),
+                     delta(rs, "eval/pass1"),
                      fmt(_ci(vals(rs, "eval/pass1_mcts", "initial"))), fmt(_ci(vals(rs, "eval/pass1_mcts"))),
-                     fmt(_ci(deltas(rs, "eval/pass1_mcts")))])
+                     delta(rs, "eval/pass1_mcts")]
+                    + [c for k in iid for c in (fmt(_ci(vals(rs, k))), delta(rs, k))])
     lines += _table(["run", "seeds", "Pass@1 before", "Pass@1 after", "Δ Pass@1", "MCTS before", "MCTS after",
-                     "Δ MCTS"], rows)
+                     "Δ MCTS"] + [c for _ in iid for c in ("test_iid Pass@1 after", "Δ test_iid Pass@1")], rows)
     lines.append("")
+    if not any(r.get("per_problem") for r in all_train):
+        lines += ["(These run dirs hold no per-problem outcomes (`eval_per_problem.json`): differences are unpaired, "
+                  "t-intervals over seeds.)", ""]
+    chain_rows = [n for n in ("grpo", "rs2", "homo", "hetero", "hetero3") if train.get(n)]
+    base_name = chain_rows[0] if chain_rows else None
+    keys = [("eval/pass1", "Pass@1"), ("eval/pass1_mcts", "Pass@1(MCTS)")] + [(k, "test_iid Pass@1") for k in iid]
+    pairs = [(b, a) for a, b in zip(chain_rows, chain_rows[1:])]
+    pairs += [(n, base_name) for n in train_names if base_name and n != base_name and train.get(n)
+              and (n, base_name) not in pairs]
+    if pairs:
+        lines += ["### Paired differences between training runs (after training)", "",
+                  "Row A − row B on the same seeds and the same held-out problems: mean [95 % CI], paired bootstrap "
+                  "over seeds × problems, percentage points (– : no per-problem outcomes).", ""]
+        prow = []
+        for a, b in pairs:
+            cells = [paired(train[a], train[b], k) for k, _ in keys]
+            units = next((f"{c['n_seeds']}×{c['n_problems']}" for c in cells if c is not None), "–")
+            prow.append([f"{LABELS.get(a, a)} − {LABELS.get(b, b)}", units, *[pfmt(c) for c in cells]])
+        lines += _table(["difference", "seeds×problems", *[f"Δ {w}" for _, w in keys]], prow)
+        lines.append("")
     main = [n for n in MAIN if n in train]
     order_rows = []
     for key, what in (("eval/pass1", "Pass@1"), ("eval/pass1_mcts", "Pass@1(MCTS)")):
@@ -155,6 +233,8 @@ def write_report(plan: dict[str, Any], root: Path, out_dir: Path, seeds: Sequenc
                            ordering([(n, _ci(vals(train[n], key))) for n in chain])])
         order_rows.append([f"same, on the RL gain Δ {what}",
                            ordering([(n, _ci(deltas(train[n], key))) for n in chain])])
+        order_rows.append([f"GRPO < RS² < homo < hetero on {what}, paired steps (after training)",
+                           paired_ordering([(n, train[n]) for n in chain], key)])
     groups = [_group(LABELS.get(n, n), train[n]) for n in main if train[n]]
     for name, fn in (("scaling_law.png", plots.scaling_law_chart), ("eval_curves.png", plots.eval_curves),
                      ("training_curves.png", plots.training_curves)):
@@ -175,10 +255,20 @@ def write_report(plan: dict[str, Any], root: Path, out_dir: Path, seeds: Sequenc
                         + [fmt(_ci(vals(evals[m].get(n, []), "eval/pass_at_n"))) for m in modes[-1:]])
         lines += _table(["team", *[f"{e} Pass@1(MCTS)" for e in modes], f"{modes[-1]} Pass@N"], rows)
         lines.append("")
+        spairs = [(b, a) for a, b in zip(modes, modes[1:])]
+        prow = [[LABELS.get(n, n), *[pfmt(paired(evals[a].get(n, []), evals[b].get(n, []), "eval/pass1_mcts"))
+                                     for a, b in spairs]] for n in main]
+        if spairs and any(c != "–" for r in prow for c in r[1:]):
+            lines += ["Paired differences of Pass@1(MCTS) between searches (same team, seeds and problems): mean "
+                      "[95 % paired bootstrap CI over seeds × problems], percentage points.", ""]
+            lines += _table(["team", *[f"{a} − {b}" for a, b in spairs]], prow)
+            lines.append("")
         if len(modes) == 3:
             for n in main:
                 order_rows.append([f"best-of-N < AB-MCTS < T+ for {LABELS.get(n, n)}",
                                    ordering([(e, _ci(vals(evals[e].get(n, []), "eval/pass1_mcts"))) for e in modes])])
+                order_rows.append([f"best-of-N < AB-MCTS < T+ for {LABELS.get(n, n)}, paired steps",
+                                   paired_ordering([(e, evals[e].get(n, [])) for e in modes], "eval/pass1_mcts")])
         tts_groups = [_group(f"{LABELS.get(n, n)} / {e}", evals[e].get(n, [])) for e in ("ab_mcts",) for n in main]
         tts_groups += [_group(f"{LABELS['hetero']} / {e}", evals[e].get("hetero", [])) for e in modes if e != "ab_mcts"]
         tts_groups = [g for g in tts_groups if g["runs"]]
