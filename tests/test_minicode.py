@@ -415,5 +415,81 @@ def test_task_config_has_both_held_out_splits() -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/task/minicode.yaml"))
     cfg.pop("name")
     cfg.update(n_warmup=50, n_train=40, n_test=10, n_test_iid=10)
+    assert 3 in cfg["warmup_depths"] and 0 < cfg["vague_fraction"] < 1  # the v3 world (issue 17)
     splits = load_task("minicode", **cfg)
     assert set(splits) == {"warmup", "train", "test", "test_iid"} and len(splits["test_iid"]) == 10
+    assert any(p.meta["vague"] for p in splits["warmup"])
+
+
+def test_vague_phrases_by_hand() -> None:
+    """An underspecified step (issue 17): one phrase for two readings; the code line is the true reading's."""
+    from mars2.tasks.minicode import TWINS, VAGUE_PHRASES, _BY_NAME
+
+    assert all(TWINS[TWINS[a]] == a and VAGUE_PHRASES[a] == VAGUE_PHRASES[TWINS[a]] for a in TWINS)
+    assert _BY_NAME["sort_desc"].render(None, vague=True) == (
+        "sort the numbers in the order the examples show", "xs = sorted(xs, reverse=True)")
+    assert _BY_NAME["sub"].render(3, vague=True) == (
+        "shift every number by 3 in the direction the examples show", "xs = [x - 3 for x in xs]")
+    assert _BY_NAME["max"].render(None, "print", vague=True)[0] == "print the extreme the examples show (0 if the list is empty)"
+    assert _BY_NAME["str_lower"].render(None, vague=True)[0] == "convert it to the case the examples show"
+
+
+def test_vague_problems_are_resolved_by_the_public_examples() -> None:
+    from mars2.tasks.minicode import TWINS, VAGUE_PHRASES, alternative_solution
+
+    splits = generate_minicode(seed=2, n_warmup=300, n_train=100, n_test=60, warmup_depths=(1, 2, 3),
+                               train_depths=(2, 3), n_test_iid=40, vague_fraction=0.6)
+    plain = generate_minicode(seed=2, n_warmup=300, n_train=100, n_test=60, warmup_depths=(1, 2, 3),
+                              train_depths=(2, 3), n_test_iid=40)
+    assert all(p.meta["vague"] is None for ps in plain.values() for p in ps)  # vague_fraction=0: none
+    # split ownership of compositions is unchanged by vagueness (compositions = names of the true readings)
+    owner = {p.meta["composition"]: s for s in ("warmup", "train", "test") for p in plain[s]}
+    assert all(owner.get(p.meta["composition"], s) == s for s in ("warmup", "train", "test") for p in splits[s])
+    n_vague = n_eligible = 0
+    for split, probs in splits.items():
+        assert verify_problems(probs) == []
+        for p in probs:
+            eligible = any(n in TWINS for n in p.meta["composition"])
+            n_eligible += eligible
+            v = p.meta["vague"]
+            if v is None:
+                assert alternative_solution(p) is None
+                continue
+            n_vague += 1
+            name = p.meta["composition"][v["step"]]
+            assert v["reading"] == name and v["twin"] == TWINS[name]
+            k = p.meta["constants"][v["step"]]
+            assert VAGUE_PHRASES[name].format(k=k, verb="print" if p.mode == "stdin" else "return") in p.statement
+            alt = alternative_solution(p)
+            assert alt != p.reference_solution and len(alt.split("\n")) == len(p.reference_solution.split("\n"))
+            # exactly one line differs: the vague step read the other way
+            diff = [(a, b) for a, b in zip(alt.split("\n"), p.reference_solution.split("\n")) if a != b]
+            assert len(diff) == 1
+            # the public examples tell the readings apart, and so do the hidden tests
+            wrong = Problem(id=p.id + "-alt", statement="", mode=p.mode, public_tests=p.public_tests,
+                            hidden_tests=(), entry_point=p.entry_point, reference_solution=alt)
+            assert verify_problems([wrong]), f"{p.id}: the other reading passes the public examples"
+            wrong = Problem(id=p.id + "-alt", statement="", mode=p.mode, public_tests=(),
+                            hidden_tests=p.hidden_tests, entry_point=p.entry_point, reference_solution=alt)
+            assert verify_problems([wrong]), f"{p.id}: the other reading passes the hidden tests"
+    assert 0.45 < n_vague / n_eligible < 0.75
+    # test_iid keeps its train problem's statement form
+    train = {p.id: p for p in splits["train"]}
+    for p in splits["test_iid"]:
+        src = train[p.meta["source_train_id"]]
+        assert (p.meta["vague"] or {}).get("step") == (src.meta["vague"] or {}).get("step")
+    with pytest.raises(ValueError, match="vague_fraction"):
+        generate_minicode(n_warmup=10, n_train=10, n_test=10, vague_fraction=1.5)
+
+
+def test_alternative_solution_by_hand() -> None:
+    from mars2.tasks.minicode import alternative_solution
+
+    p = Problem(id="x", statement="", mode="functional", public_tests=(), hidden_tests=(), entry_point="solve",
+                meta={"composition": ("add", "sort_asc", "sum"), "family": "list", "constants": [2, None, None],
+                      "vague": {"step": 1, "reading": "sort_asc", "twin": "sort_desc"}})
+    assert alternative_solution(p) == "def solve(xs):\n    xs = [x + 2 for x in xs]\n    xs = sorted(xs, reverse=True)\n    return sum(xs)"
+    p.meta["vague"] = {"step": 0, "reading": "add", "twin": "sub"}
+    assert alternative_solution(p).split("\n")[1] == "    xs = [x - 2 for x in xs]"
+    p.meta["vague"] = None
+    assert alternative_solution(p) is None

@@ -251,3 +251,25 @@ def test_warm_start_many_trains_in_parallel_processes(world, tmp_path) -> None:
         again = warm_start_many(_two(tok), {"a": tok, "b": tok}, problems, {"a": cfg, "b": cfg}, tmp_path, sandbox=sb,
                                 progress=False, role_prompts=ROLES, processes=2)
         assert again["a"]["cached"] and again["b"]["cached"]
+
+
+def test_refine_pool_teaches_the_other_reading_of_a_vague_step(sandbox) -> None:
+    """twin_share (issue 17): for a problem with an underspecified step, the buggy program is the other reading
+    of that step (minicode.alternative_solution), with its real public-test feedback; twin_share=0: never."""
+    from mars2.sandbox.feedback import format_feedback
+    from mars2.tasks.minicode import alternative_solution
+
+    splits = generate_minicode(seed=1, n_warmup=40, n_train=2, n_test=2, warmup_depths=[2], vague_fraction=1.0)
+    vague = [p for p in splits["warmup"] if p.meta["vague"]]
+    assert len(vague) >= 10
+    pool = build_refine_pool(vague[:10], 10, seed=0, sandbox=sandbox, twin_share=1.0)
+    assert len(pool) == 10
+    evals = sandbox.evaluate_many([(p, prog) for p, prog, _ in pool])
+    for (p, prog, fb), ev in zip(pool, evals):
+        assert prog == alternative_solution(p)
+        assert not ev.public.all_passed and fb == format_feedback(ev.public, "vanilla", 1200)
+    # without twin_share only a corruption that happens to flip the reading (" + " -> " - ", reverse=True ->
+    # reverse=False, ...) gives the other reading
+    plain = build_refine_pool(vague[:10], 10, seed=0, sandbox=sandbox)
+    assert sum(prog == alternative_solution(p) for p, prog, _ in plain) < len(plain) // 2
+    assert WarmStartConfig().twin_share == 0.5

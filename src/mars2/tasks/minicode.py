@@ -30,6 +30,15 @@ Our choices (documented here because method.md leaves them open):
   compositions of one (kind, depth) are ordered by a seeded hash and cut into consecutive blocks whose sizes
   follow ``SPLIT_SHARES`` among the splits that request that depth. Hence the assignment does not depend on
   the split sizes (changing ``n_train`` does not change which compositions are held out).
+- **Underspecified phrases** (``vague_fraction``, issue 17): a primitive with a twin (sort ascending /
+  descending, keep even / odd, add / subtract k, keep greater / less than k, max / min, upper / lower case;
+  :data:`TWINS`) has a second phrase that fits both readings ("sort the numbers in the order the examples
+  show"). In that share of the problems that have such a step, one of them is stated vaguely; the public
+  examples always tell the readings apart (and the hidden tests check it). A statement alone then leaves one
+  choice open, the examples or the feedback of a failed attempt close it: refinement has something to add
+  that a fresh sample lacks. The composition is still the tuple of the *true* readings, so ownership and
+  disjointness are as before (a vague test statement may read like a warm-up one of the twin composition:
+  the examples decide which it is).
 - **Degenerate problems are rejected:** if all tests share one output, if leaving out any one step gives
   the same hidden outputs (the tests could not check that phrase), or if a trivial program (return the
   input unchanged / an empty value / 0) passes more than ``TRIVIAL_MAX_FRACTION`` of hidden tests.
@@ -64,11 +73,14 @@ __all__ = [
     "SPLIT_SHARES",
     "TRIVIAL_MAX_FRACTION",
     "probe_tests",
+    "VAGUE_PHRASES",
+    "TWINS",
+    "alternative_solution",
 ]
 
 # Bump whenever the generated problems change for a given seed/arguments, so caches keyed on the task
 # config (tokenizer, warm start) can include it.
-MINICODE_VERSION = 4  # 4: hidden tests rebalanced against constant answers
+MINICODE_VERSION = 5  # 5: underspecified ("vague") phrases; 4: hidden tests rebalanced against constant answers
 SPLITS = ("warmup", "train", "test")
 # Fraction of each (kind, depth) composition pool owned by a split, renormalised among the splits that
 # request that depth (method.md §9 "disjoint compositions"). Fixed rather than size-proportional so the
@@ -106,10 +118,12 @@ class Primitive:
     k_choices: tuple[Any, ...] = ()
     reduction: bool = False
 
-    def render(self, k: Any, verb: str = "return") -> tuple[str, str]:
-        """The phrase and code line for constant ``k`` (characters are quoted with ``repr`` in both)."""
+    def render(self, k: Any, verb: str = "return", vague: bool = False) -> tuple[str, str]:
+        """The phrase and code line for constant ``k`` (characters are quoted with ``repr`` in both);
+        ``vague``: the phrase that fits this primitive and its twin (:data:`VAGUE_PHRASES`)."""
         lit: Any = tuple(repr(c) for c in k) if isinstance(k, tuple) else (repr(k) if isinstance(k, str) else k)
-        return self.phrase.format(k=lit, verb=verb), self.code.format(k=lit)
+        phrase = VAGUE_PHRASES[self.name] if vague else self.phrase
+        return phrase.format(k=lit, verb=verb), self.code.format(k=lit)
 
 
 def _p(name: str, kind: str, phrase: str, code: str, fn: Callable[[Any, Any], Any],
@@ -201,6 +215,30 @@ STRING_REDUCTIONS: tuple[Primitive, ...] = (
     _p("str_count", "str", "{verb} the number of {k} characters", "s.count({k})",
        lambda s, k: s.count(k), _COUNT_CHARS, reduction=True),
 )
+
+# Underspecified phrases (issue 17; design.md: "problems whose statement leaves something to infer from the
+# public examples or from refinement feedback ... are what make refinement and multi-agent search matter").
+# A primitive with a *twin* has a second, vague phrase that fits both readings: "sort the numbers in the order
+# the examples show" is sort_asc or sort_desc, and only the public examples (and the feedback of a failed
+# attempt) tell which. A problem renders one such step vaguely with probability ``vague_fraction``; its
+# composition stays the name of the true reading (so split ownership and disjointness are unchanged), the
+# public examples always tell the readings apart, and so do the hidden tests. Then a fresh sample that only
+# reads the statement has about one chance in two on that step, while a refinement that sees the failed
+# program (reading A) and its feedback can pick reading B: a mechanism by which deepening pays.
+TWINS: dict[str, str] = {
+    "sort_asc": "sort_desc", "sort_desc": "sort_asc", "keep_even": "keep_odd", "keep_odd": "keep_even",
+    "add": "sub", "sub": "add", "keep_gt": "keep_lt", "keep_lt": "keep_gt", "max": "min", "min": "max",
+    "str_upper": "str_lower", "str_lower": "str_upper",
+}
+_VAGUE_BY_PAIR: dict[frozenset[str], str] = {
+    frozenset({"sort_asc", "sort_desc"}): "sort the numbers in the order the examples show",
+    frozenset({"keep_even", "keep_odd"}): "keep only the numbers of the parity the examples show",
+    frozenset({"add", "sub"}): "shift every number by {k} in the direction the examples show",
+    frozenset({"keep_gt", "keep_lt"}): "keep only the numbers on the side of {k} the examples show",
+    frozenset({"max", "min"}): "{verb} the extreme the examples show (0 if the list is empty)",
+    frozenset({"str_upper", "str_lower"}): "convert it to the case the examples show",
+}
+VAGUE_PHRASES: dict[str, str] = {name: _VAGUE_BY_PAIR[frozenset({name, twin})] for name, twin in TWINS.items()}
 
 _ALL = LIST_PRIMITIVES + LIST_REDUCTIONS + STRING_PRIMITIVES + STRING_REDUCTIONS
 _BY_NAME: dict[str, Primitive] = {p.name: p for p in _ALL}
@@ -388,6 +426,16 @@ def _key(v: Any) -> str:
 class _Spec:
     family: str  # "list" | "string" | "stdin"
     steps: list[tuple[Primitive, Any]]  # transforms then optional reduction
+    vague: int | None = None  # index of the step rendered with its vague phrase (TWINS), if any
+
+    def twin(self) -> "_Spec | None":
+        """The other reading of the vague step (same constant), or None without a vague step."""
+        if self.vague is None:
+            return None
+        steps = list(self.steps)
+        prim, k = steps[self.vague]
+        steps[self.vague] = (_BY_NAME[TWINS[prim.name]], k)
+        return _Spec(self.family, steps, self.vague)
 
 
 def _kind(family: str) -> str:
@@ -524,6 +572,14 @@ def _build_tests(rng: random.Random, spec: _Spec, n_public: int, n_hidden: int
         seen.add(_key(best))
         public_in.append(best)
     public_out = [_apply(spec.steps, v) for v in public_in]
+    alt = spec.twin()
+    if alt is not None:
+        # A vague step: the public examples must tell its two readings apart (that is where the information
+        # is), and so must the hidden tests (the other reading must fail).
+        if all(_out_key(spec, _apply(alt.steps, v)) == _out_key(spec, o) for v, o in zip(public_in, public_out)):
+            return None
+        if all(_out_key(spec, _apply(alt.steps, v)) == _out_key(spec, o) for v, o in zip(hidden_in, hidden_out)):
+            return None
     # After the public examples, so that the split's generator is used exactly as before (see docstring).
     hidden_in, hidden_out = _rebalance_constant(spec, hidden_in, hidden_out, len(edge[:n_hidden]),
                                                 seen, n_hidden)
@@ -542,8 +598,8 @@ def _render(spec: _Spec) -> tuple[str, str, str]:
     phrases, lines = [], []
     red = spec.steps[-1][0] if spec.steps and spec.steps[-1][0].reduction else None
     verb = "print" if spec.family == "stdin" else "return"
-    for prim, k in spec.steps:
-        ph, ln = prim.render(k, verb)
+    for i, (prim, k) in enumerate(spec.steps):
+        ph, ln = prim.render(k, verb, vague=i == spec.vague)
         phrases.append(ph)
         lines.append(ln)
     if red is None:
@@ -570,9 +626,40 @@ def _draw_constant(rng: random.Random, prim: Primitive) -> Any:
     return rng.choice(prim.k_choices) if prim.k_choices else None
 
 
+def _draw_vague(rng: random.Random, steps: Sequence[tuple[Primitive, Any]], vague_fraction: float) -> int | None:
+    """With probability ``vague_fraction``, one step that has a twin (uniformly among them) is rendered
+    vaguely. Draws nothing from ``rng`` when ``vague_fraction`` is 0 (the v4 problems stay reproducible)."""
+    if vague_fraction <= 0:
+        return None
+    cands = [i for i, (prim, _) in enumerate(steps) if prim.name in TWINS]
+    if not cands or rng.random() >= vague_fraction:
+        return None
+    return rng.choice(cands)
+
+
+def _vague_meta(spec: _Spec) -> dict[str, Any] | None:
+    if spec.vague is None:
+        return None
+    name = spec.steps[spec.vague][0].name
+    return {"step": spec.vague, "reading": name, "twin": TWINS[name]}
+
+
+def alternative_solution(problem: Problem) -> str | None:
+    """The reference of ``problem`` with its vague step read the other way (the twin primitive, same
+    constant): the natural wrong answer to an underspecified statement. None for a problem without a vague
+    step (or not generated by minicode)."""
+    meta = problem.meta or {}
+    vague = meta.get("vague")
+    if not vague or meta.get("family") not in ("list", "string", "stdin"):
+        return None
+    consts = [tuple(k) if isinstance(k, list) else k for k in meta["constants"]]
+    spec = _Spec(meta["family"], [(_BY_NAME[n], k) for n, k in zip(meta["composition"], consts)], int(vague["step"]))
+    return _render(spec.twin())[1]  # type: ignore[arg-type]
+
+
 def _generate_split(split: str, n: int, depths: tuple[int, ...], seed: int, sampler: _CompositionSampler,
                     stdin_fraction: float, string_fraction: float, n_public: tuple[int, int],
-                    n_hidden: int) -> list[Problem]:
+                    n_hidden: int, vague_fraction: float = 0.0) -> list[Problem]:
     rng = random.Random(f"minicode|{seed}|{split}")
     width = max(4, len(str(max(n - 1, 0))))
     problems: list[Problem] = []
@@ -586,7 +673,7 @@ def _generate_split(split: str, n: int, depths: tuple[int, ...], seed: int, samp
         for attempt in range(_MAX_ATTEMPTS):
             comp = sampler.sample(rng, _kind(family), depth, split)
             steps = [(_BY_NAME[name], _draw_constant(rng, _BY_NAME[name])) for name in comp]
-            spec = _Spec(family, steps)
+            spec = _Spec(family, steps, _draw_vague(rng, steps, vague_fraction))
             statement, ref, starter = _render(spec)
             # Prefer a statement not yet used in this split; small pools (depth 1) force repeats, which
             # are then accepted (with fresh tests) after a few tries.
@@ -612,7 +699,7 @@ def _generate_split(split: str, n: int, depths: tuple[int, ...], seed: int, samp
             source="minicode",
             reference_solution=ref,
             meta={"composition": tuple(comp), "family": family, "depth": depth, "split": split,
-                  "constants": [k for _, k in spec.steps]},
+                  "constants": [k for _, k in spec.steps], "vague": _vague_meta(spec)},
         ))
     return problems
 
@@ -642,9 +729,10 @@ def _generate_iid(n: int, train: Sequence[Problem], depths: tuple[int, ...], see
         for attempt in range(_MAX_ATTEMPTS):
             src = pool[rng.randrange(len(pool))]
             family, comp = src.meta["family"], tuple(src.meta["composition"])
+            vague = (src.meta.get("vague") or {}).get("step")  # the same statement form as the train problem
             for _ in range(10):
                 steps = [(_BY_NAME[name], _draw_constant(rng, _BY_NAME[name])) for name in comp]
-                spec = _Spec(family, steps)
+                spec = _Spec(family, steps, vague)
                 statement, ref, starter = _render(spec)
                 if statement not in train_statements:
                     break
@@ -666,7 +754,7 @@ def _generate_iid(n: int, train: Sequence[Problem], depths: tuple[int, ...], see
             hidden_tests=tuple(hid), entry_point=src.entry_point, starter_code=starter, difficulty=len(comp),
             source="minicode", reference_solution=ref,
             meta={"composition": comp, "family": family, "depth": len(comp), "split": "test_iid",
-                  "constants": [k for _, k in spec.steps], "source_train_id": src.id},
+                  "constants": [k for _, k in spec.steps], "vague": _vague_meta(spec), "source_train_id": src.id},
         ))
     return out
 
@@ -676,7 +764,8 @@ def generate_minicode(seed: int = 0, n_warmup: int = 2000, n_train: int = 512, n
                       test_depths: Sequence[int] = (2, 3),
                       stdin_fraction: float = 0.2, string_fraction: float = 0.2,
                       n_public: tuple[int, int] = (2, 3), n_hidden: int = 10,
-                      n_test_iid: int = 0, test_iid_depths: Sequence[int] | None = None) -> dict[str, list[Problem]]:
+                      n_test_iid: int = 0, test_iid_depths: Sequence[int] | None = None,
+                      vague_fraction: float = 0.0) -> dict[str, list[Problem]]:
     """Generate the minicode splits ``{"warmup", "train", "test"}`` (and ``"test_iid"`` when ``n_test_iid``
     > 0) deterministically from ``seed``.
 
@@ -686,8 +775,14 @@ def generate_minicode(seed: int = 0, n_warmup: int = 2000, n_train: int = 512, n
     it measures what RL on the train problems transfers to new problems of the same kinds. Adding it
     changes no other split. Each problem has ``n_public`` (inclusive range) public tests and ``n_hidden``
     hidden tests including edge cases (empty input, single element, duplicates, all-negative).
-    ``meta`` = {"composition", "family", "depth", "split", "constants"}.
+    ``vague_fraction``: share of the problems with a step that has a twin (:data:`TWINS`) in which one such
+    step gets its underspecified phrase (the public examples tell the reading; 0 = every statement fully
+    specified, the v4 problems).
+    ``meta`` = {"composition", "family", "depth", "split", "constants", "vague"}; ``vague`` is None or
+    {"step", "reading", "twin"} (see :func:`alternative_solution`).
     """
+    if not 0 <= vague_fraction <= 1:
+        raise ValueError(f"minicode: vague_fraction must be in [0, 1], got {vague_fraction}")
     if n_hidden < 5:
         raise ValueError("minicode: n_hidden must be >= 5 (the edge cases alone take 5)")
     if not (0 <= stdin_fraction and 0 <= string_fraction and stdin_fraction + string_fraction <= 1):
@@ -709,7 +804,7 @@ def generate_minicode(seed: int = 0, n_warmup: int = 2000, n_train: int = 512, n
     sizes = {"warmup": n_warmup, "train": n_train, "test": n_test}
     out = {
         s: _generate_split(s, sizes[s], depths_by_split[s], seed, sampler, stdin_fraction, string_fraction,
-                           (lo, hi), n_hidden)
+                           (lo, hi), n_hidden, vague_fraction)
         for s in SPLITS
     }
     if n_test_iid:

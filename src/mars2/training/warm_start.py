@@ -52,7 +52,7 @@ from mars2.tasks.problem import Problem
 log = logging.getLogger("mars2.warm_start")
 
 # Bump when the data recipe or the loss changes so that stale cached weights are not reused.
-WARM_START_VERSION = 2  # 2: both feedback styles, off-by-one / comparison mutations, 600-char feedback
+WARM_START_VERSION = 3  # 3: twin readings of vague steps as repair examples; 2: both feedback styles, ...
 
 
 @dataclass
@@ -69,7 +69,11 @@ class WarmStartConfig:
     self-made failures (the errors a policy actually makes differ from synthetic edits).
     ``feedback_styles``: the feedback formats of the refinement examples (``mars2.sandbox.feedback.STYLES``),
     one example per style for every buggy program; ``max_feedback_chars``: their length cap (the search's
-    ``feedback_max_chars`` default, so warm-start and search prompts match)."""
+    ``feedback_max_chars`` default, so warm-start and search prompts match). ``twin_share``: for a problem
+    with an underspecified step (minicode ``meta["vague"]``), the probability that its buggy program is the
+    other reading of that step (``mars2.tasks.minicode.alternative_solution``: e.g. ascending where the
+    examples show descending), so that the warm start teaches the repair "the feedback says reading A
+    fails: use reading B", which a fresh sample cannot make."""
 
     steps: int = 300
     batch_size: int = 32
@@ -91,6 +95,7 @@ class WarmStartConfig:
     harvest_share: float = 0.5
     feedback_styles: list[str] = field(default_factory=lambda: ["vanilla", "t_plus"])
     max_feedback_chars: int = 600
+    twin_share: float = 0.5
 
     def __post_init__(self) -> None:
         from mars2.sandbox.feedback import STYLES
@@ -203,14 +208,17 @@ def _donor_lines(problems: Sequence[Problem]) -> list[str]:
 
 def build_refine_pool(
     problems: Sequence[Problem], n: int, seed: int, sandbox: Any, feedback_style: str | Sequence[str] = "vanilla",
-    max_feedback_chars: int = 1200, weights: Sequence[float] | None = None,
+    max_feedback_chars: int = 1200, weights: Sequence[float] | None = None, twin_share: float = 0.0,
 ) -> list[tuple[Problem, str, str]]:
     """Up to ``n`` corrupted programs, each failing at least one public test, as triples (problem, corrupted
     program, real public-test feedback) — one triple per style when ``feedback_style`` is a list of styles
     (program-major: the styles of one program are adjacent). Problems are drawn round-robin over a seeded
     shuffle (or with ``weights``), and all candidates run in one ``sandbox.evaluate_many`` batch (public
-    tests only: the feedback uses nothing else, and hidden tests would triple the sandbox time)."""
+    tests only: the feedback uses nothing else, and hidden tests would triple the sandbox time).
+    ``twin_share``: for a problem with a vague step (minicode), the probability that the candidate is the
+    other reading of that step instead of a :func:`corrupt_program` edit."""
     from mars2.sandbox.feedback import format_feedback
+    from mars2.tasks.minicode import alternative_solution
 
     if n <= 0 or not problems:
         return []
@@ -226,7 +234,11 @@ def build_refine_pool(
     while len(cands) < want and tries < 20 * want:
         p = order[tries % len(order)] if weights is None else rng.choices(problems, weights=weights)[0]
         tries += 1
-        res = corrupt_program(p.reference_solution or "", rng, donors)
+        alt = alternative_solution(p) if twin_share > 0 and (p.meta or {}).get("vague") else None
+        if alt is not None and rng.random() < twin_share:
+            res: tuple[str, str] | None = ("twin", alt)
+        else:
+            res = corrupt_program(p.reference_solution or "", rng, donors)
         if res is None or (p.id, res[1]) in seen:
             continue
         seen.add((p.id, res[1]))
@@ -254,9 +266,9 @@ def harvest_failures(
     """The policy's own failures: ``n`` fresh solutions sampled at temperature 1 (seeded) for problems drawn
     with ``weights``; those failing a public test (or with no code) → (problem, agent, program, feedback),
     one tuple per style when ``feedback_style`` is a list of styles."""
-    from mars2.agents.base import GenerationRequest
+    from mars2.rollout.backend import GenerationRequest
     from mars2.agents.extraction import extract_program
-    from mars2.agents.hf_backend import HFBackend
+    from mars2.rollout.hf_backend import HFBackend
     from mars2.sandbox.feedback import format_feedback
 
     if n <= 0:
@@ -287,7 +299,7 @@ class _Examples:
 def _encode(tokenizer, messages: list[list[dict[str, str]]], responses: list[str], max_len: int) -> _Examples:
     """Prompt ids exactly as the generation backend builds them (chat template, generation prompt), then
     the response tokens and the end-of-turn token — the sequence the policy emits at rollout time."""
-    from mars2.agents.hf_backend import chat_prompt_ids  # the backends' own prompt builder, not a copy
+    from mars2.rollout.hf_backend import chat_prompt_ids  # the backends' own prompt builder, not a copy
 
     p_ids = [chat_prompt_ids(tokenizer, m) for m in messages]
     r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
@@ -592,7 +604,8 @@ def _warm_start(model: torch.nn.Module, tokenizer, ps: list[Problem], roles: lis
         t_pool = time.time()
         pool = build_refine_pool(ps, cfg.n_refine_pool, cfg.data_seed, sandbox, feedback_style=cfg.feedback_styles,
                                  max_feedback_chars=cfg.max_feedback_chars,
-                                 weights=list(depth_weights(ps, cfg.depths)) if cfg.depths else None)
+                                 weights=list(depth_weights(ps, cfg.depths)) if cfg.depths else None,
+                                 twin_share=cfg.twin_share)
         log.info("warm start %s: %d refinement examples in %.1f s", tag, len(pool), time.time() - t_pool)
         msgs = [refine_messages(p, rng.choice(agents), prog, fb) for p, prog, fb in pool]
         refine = _encode(tokenizer, msgs, [format_response(p.reference_solution or "") for p, _, _ in pool], cfg.max_len)
