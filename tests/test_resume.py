@@ -187,7 +187,7 @@ class MarkedBackend(BackendBase):
 CORPUS = ["def f(xs):\n    return [x for x in xs if x % 2 == 0]", "Return the input list unchanged."] * 30
 
 
-def _run(out: Path, rounds: int, tok_dir: Path, kill_at: int | None = None, resume: bool = False):
+def _run(out: Path, rounds: int, tok_dir: Path, kill_at: int | None = None, resume: bool = False, **rollout_kw):
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
 
@@ -232,7 +232,7 @@ def _run(out: Path, rounds: int, tok_dir: Path, kill_at: int | None = None, resu
         buffers=buffers, search=SearchConfig(budget=3), sample_cfg=SampleConfig(max_new_tokens=6, overlong_buffer=2),
         rollout_batch_size=2, reward_tests="all",
         eval_cfg={"every": 1, "budget": 2, "n_problems": 1, "tts_budgets": [1, 2]}, eval_search=SearchConfig(budget=2),
-        seed=0, output_dir=out, on_eval=on_eval,
+        seed=0, output_dir=out, on_eval=on_eval, **rollout_kw,
     )
     stream = BufferStream(buffers, lambda: module.policies, {"q": tok.pad_token_id, "l": tok.pad_token_id},
                           before_round=rollout.run_round, full_params=lambda: rollout.full_params(True, False))

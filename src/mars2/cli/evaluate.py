@@ -178,6 +178,19 @@ def _load_reward_model(ev: dict[str, Any]):
         raise SetupError(f"eval.reward_model={p}: {e}") from None
 
 
+def _run_reward_model(c: dict[str, Any], checkpoint: Path | None):
+    """The R_θ a train.py run (``ckpt=<run dir>``) trained (experiment=reward_model), else None."""
+    if not c.get("ckpt"):
+        return None
+    from mars2.reward_model.online import load_run_reward_model
+
+    rm = load_run_reward_model(Path(str(c["ckpt"])), checkpoint)
+    if rm is not None:
+        mode = c["eval"].get("rm_mode", "tiebreak")
+        print(f"mars2: final answers by the R_θ trained with {c['ckpt']} (eval.rm_mode={mode})", file=sys.stderr)
+    return rm
+
+
 def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[str] = (),
              checkpoint: Path | None = None) -> dict[str, float]:
     """Evaluate the team of ``c``: trained HF policies from ``weights_dir``, or the policies of ``c["model"]``
@@ -188,6 +201,7 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
     from mars2.cli.build import (
         build_backend, build_policies, build_sandbox, close_backend, load_problems, make_team, preflight, search_config,
     )
+    from mars2.reward_model.online import add_selection_metrics
     from mars2.evaluation import DiversityConfig, aggregate_seeds, extra_splits_given, run_evaluation, select_extra_splits
     from mars2.tracking import per_problem
     from mars2.search.serialize import tree_to_dict
@@ -229,7 +243,7 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
             raise ValueError(f"eval.rm_mode must be tiebreak or rerank, got {rm_mode!r}")
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
-    reward_model = _load_reward_model(ev)
+    reward_model = _load_reward_model(ev) or _run_reward_model(c, checkpoint)
     t0 = time.time()
     results = []
     sandbox = build_sandbox(c)
@@ -260,6 +274,8 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
                 ), f"seed {seed}", len(test) * budget * (1 if ev["mode"] == "system" else len(agents)))
             finally:  # vLLM: engines shut down and exported weights removed, also when the evaluation fails
                 close_backend(backend)
+            if reward_model is not None:  # selection accuracy of R_θ vs the public-test rule, same trees
+                add_selection_metrics(r, reward_model, test, rm_mode, budget)
             results.append(r)
             per_problem.record(out, r, 0, seed)  # eval_per_problem.json: for paired comparisons (compare.py)
             trees_path = out / "trees" / f"seed{seed}.json"
@@ -289,6 +305,10 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
     write_json_atomic(out / "results.json", _jsonable(record))
     _log(c, flat)
     print_table(flat, agents, n_seeds=len(seeds), tts=list(ev["tts_budgets"]), budget=budget)
+    if "eval/select/rm" in flat:
+        print(f"selection accuracy (final answer passes the hidden tests): public-test rule "
+              f"{flat['eval/select/rule']:.3f}, R_θ {rm_mode} {flat['eval/select/rm']:.3f}, oracle "
+              f"{flat['eval/select/oracle']:.3f}; R_θ changed the answer on {flat['eval/select/changed']:.3f}")
     print(f"results: {out / 'results.json'}   trees: {out / 'trees'}/")
     return flat
 

@@ -180,6 +180,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
     from mars2.training import checkpointing as ckpting
     from mars2.training.module import MarsModule
     from mars2.training.rollout import TreeSearchRollout
+    from mars2.reward_model.online import RoundwiseRM
     from mars2.tasks.registry import require_split
     from mars2.training.strategy import build_strategy
 
@@ -255,6 +256,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
             eval_cfg=c["eval"], eval_search=eval_search, seed=int(c["seed"]), output_dir=out,
             on_eval=record.add_eval, on_restore=lambda evals, r: restore_record(record, evals, r),
             progress=progress if rank0 else None, extra_splits=extra_splits,
+            reward_model=RoundwiseRM.from_config(c.get("rm"), int(c["seed"])),  # experiment=reward_model: R_θ
         )
         stream = BufferStream(
             buffers, lambda: module.policies, pad_ids, epochs_per_batch=int(rl["epochs_per_batch"]),
@@ -310,7 +312,7 @@ def clear_previous_run(out: Path) -> None:
     does not mix with them (the dir's .hydra/ is the new run's own)."""
     import shutil
 
-    for name in (*PREVIOUS_RUN, "FAILED.json", "metrics.csv", "logger_ids.json"):
+    for name in (*PREVIOUS_RUN, "FAILED.json", "metrics.csv", "logger_ids.json", "reward_model"):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -40,6 +40,7 @@ from mars2.evaluation import run_evaluation
 from mars2.metrics.rounds import (
     buffer_stats, policy_sample_stats, policy_update_stats, round_search_stats, round_time_stats, runner_stats,
 )
+from mars2.reward_model.online import RoundwiseRM, selection_report
 from mars2.rl.buffers import PolicyBuffers
 from mars2.rl.samples import Sample, SampleConfig, samples_stats, tree_to_samples
 from mars2.search.factory import SearchConfig
@@ -87,6 +88,7 @@ class TreeSearchRollout(pl.Callback):
         progress: Any = None,
         train_split: str = "train",
         extra_splits: dict[str, Sequence[Problem]] | None = None,
+        reward_model: RoundwiseRM | None = None,
     ) -> None:
         super().__init__()
         self.extra_splits = dict(extra_splits or {})  # eval.extra_splits: fresh Pass@1 on each (e.g. test_iid)
@@ -106,6 +108,7 @@ class TreeSearchRollout(pl.Callback):
         self.on_eval = on_eval
         self.on_restore = on_restore
         self.progress = progress
+        self.reward_model = reward_model  # R_θ fit on each round's nodes (experiment=reward_model), or None
         self.rounds_done = 0
         self.history: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
@@ -190,6 +193,8 @@ class TreeSearchRollout(pl.Callback):
             self.progress.update(self._rounds_task, completed=round_idx)
         if trainer.is_global_zero:
             self._log(trainer, m, round_idx)
+            if self.reward_model is not None:
+                self.reward_model.save(self.output_dir)
         every = int(self.eval_cfg.get("every", 1))
         if round_idx % every == 0 or round_idx == trainer.max_epochs:
             self.evaluate(trainer, round_idx)
@@ -207,6 +212,8 @@ class TreeSearchRollout(pl.Callback):
         m.update({f"rl/{k}": v for k, v in samples_stats(samples).items()})
         m.update(policy_sample_stats(samples, list(self.buffers)))
         m.update(runner_stats(getattr(runner, "stats", {}), trees))
+        if self.reward_model is not None:  # R_θ learns from the round's nodes labelled by hidden tests
+            m.update(self.reward_model.add_round(trees, problems, round_idx))
         self.last_trees = trees
         return samples, m
 
@@ -281,9 +288,18 @@ class TreeSearchRollout(pl.Callback):
         metrics, trees = result.metrics, result.trees
         per_problem.record(self.output_dir, result, round_idx, self.seed)  # for paired comparisons (compare.py)
         self._close_progress_bar()
+        if self.reward_model is not None and self.reward_model.model is not None:
+            metrics.update(self._selection_metrics(problems, trees, budget))
         metrics["round"] = float(round_idx)
         save_eval_trees(self.output_dir, trees, round_idx)
         return metrics
+
+    def _selection_metrics(self, problems: Sequence[Problem], trees: dict[str, list[Tree]],
+                           budget: int) -> dict[str, float]:
+        """Selection accuracy on the evaluation's trees of the public-test rule and of the current R_θ
+        (``eval/select/rule``, ``eval/select/rm``, ``eval/select/oracle``, ``eval/select/changed``)."""
+        rows = selection_report(self.reward_model.model, problems, trees, self.reward_model.mode, budget)
+        return {k: sum(v) / len(v) for k, v in rows.items() if v}
 
     def logged_rows(self) -> list[tuple[int, dict[str, float]]]:
         """(step, metrics) in the order they were logged: eval at 0, then per round its metrics and its eval."""
@@ -304,6 +320,7 @@ class TreeSearchRollout(pl.Callback):
             "buffers": plain(self.buffers.state_dict()),
             "rng": rng_state(),
             "backend": plain(self.backend.state_dict()),
+            **({"reward_model": plain(self.reward_model.state_dict())} if self.reward_model is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -316,4 +333,6 @@ class TreeSearchRollout(pl.Callback):
             set_rng_state(state["rng"])
         if state.get("backend"):  # (checkpoints before the rollout package nested it under "state_dict")
             self.backend.load_state_dict(state["backend"].get("state_dict", state["backend"]))
+        if self.reward_model is not None and state.get("reward_model"):
+            self.reward_model.load_state_dict(state["reward_model"])
         self.restored_from = self.rounds_done
