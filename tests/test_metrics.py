@@ -13,7 +13,8 @@ from mars2.metrics import (
     pass1_mcts_values,
     pass_at_1,
     pass_at_n,
-    search_stats,
+    pass_at_n_of,
+    avg_pass1_of,
     t_quantile_two_sided,
     tts_curve,
 )
@@ -101,17 +102,36 @@ def test_mean_ci_matches_scipy():
         assert t_quantile_two_sided(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-9)
 
 
-def test_search_stats():
-    s = search_stats(TREES, agent_names=["a0", "a1", "a2"])
-    assert s["nodes"] == 7
-    assert s["depth_mean"] == pytest.approx((1 + 1 + 2 + 1 + 2 + 1 + 1) / 7)
-    assert s["depth_max"] == 2 and s["root_width_mean"] == pytest.approx((2 + 1 + 2) / 3)
-    assert s["refine_frac"] == pytest.approx(2 / 7)
-    assert s["public_pass_rate"] == pytest.approx(4 / 7) and s["hidden_pass_rate"] == pytest.approx(2 / 7)
-    # agent 0 made T1#1, T1#3, T2#1, T3#1; agent 1 made T1#2, T2#2, T3#2; agent 2 none
-    assert s["agent/a0/nodes"] == 4 and s["agent/a1/nodes"] == 3 and s["agent/a2/nodes"] == 0
-    assert s["agent/a0/hidden_pass_rate"] == pytest.approx(2 / 4)
-    assert s["agent/a1/public_pass_rate"] == pytest.approx(2 / 3) and s["agent/a1/hidden_pass_rate"] == 0.0
+def _ev(pub: list[bool], hid: list[bool]) -> Evaluation:
+    return Evaluation(ExecResult([TestVerdict("passed" if ok else "wrong_answer") for ok in pub]),
+                      ExecResult([TestVerdict("passed" if ok else "wrong_answer") for ok in hid]))
+
+
+def test_one_solved_rule():
+    """Evaluation.solved is the one definition of correct: every test the problem has, public and hidden.
+    all_pass (the RL reward's name) and Node.hidden_pass (the nodes, hence every pass metric) are it."""
+    cases = [  # (public verdicts, hidden verdicts) → solved
+        (([True, True], [True]), True),
+        (([True, False], [True]), False),
+        (([True], [True, False]), False),
+        (([True], []), True),        # no hidden tests: solved on the public ones
+        (([], [True, True]), True),  # no public tests: solved on the hidden ones
+        (([], [False]), False),
+        (([], []), False),           # no test at all: nothing to pass, never solved
+    ]
+    for (pub, hid), want in cases:
+        e = _ev(pub, hid)
+        assert e.solved is want and e.all_pass is want, (pub, hid)
+        t = Tree("p")
+        n = t.add(Node(id=-1, parent_id=0, depth=0, evaluation=e, score=1.0))
+        assert n.hidden_pass is want and pass_at_n_of([n]) == float(want) and avg_pass1_of([n]) == float(want)
+    assert Node(id=1, parent_id=0, depth=1).hidden_pass is False  # never evaluated
+    # avg_pass1_of: share solved among public-score-1 nodes; 0 when none has score 1
+    t = Tree("q")
+    a = t.add(Node(id=-1, parent_id=0, depth=0, evaluation=_ev([True], [True]), score=1.0))
+    b = t.add(Node(id=-1, parent_id=0, depth=0, evaluation=_ev([True], [False]), score=1.0))
+    c = t.add(Node(id=-1, parent_id=0, depth=0, evaluation=_ev([False], [True]), score=0.0))
+    assert avg_pass1_of([a, b, c]) == 0.5 and avg_pass1_of([c]) == 0.0 and pass_at_n_of([b, c]) == 0.0
 
 
 def test_metrics_evaluation_and_tasks_import_no_framework():

@@ -7,7 +7,10 @@ callback and by evaluate.py.
 Metric keys (``eval/...`` for the team, ``eval/agent/<name>/...`` per agent; every key also has ``_lo`` and
 ``_hi``, its 95 % t-interval over problems, clipped to [0, 1] for rates and at 0 for counts):
 
-- ``pass1``: hidden pass of fresh single samples (team: mean over agents).
+"Solved" / "pass" is one rule everywhere: ``Evaluation.solved`` (every public and hidden test of the problem, as
+the sandbox judges; ``Node.hidden_pass`` for a node), and every pass metric comes from ``mars2.metrics.passk``.
+
+- ``pass1``: solved share of fresh single samples (team: mean over agents).
 - ``pass1_mcts``, ``pass_at_n``, ``avg_pass1`` at the full budget; ``tts/<b>`` = Pass@1(MCTS) of the first b
   nodes of the same search, and ``b<b>/pass_at_n``, ``b<b>/avg_pass1``, ``b<b>/div/...`` the other metrics
   on that prefix (for every TTS budget b below the full budget). A prefix of a search equals the search run
@@ -51,7 +54,7 @@ from mars2.rollout.backend import GenerationBackend, GenerationRequest
 from mars2.agents.extraction import extract_program
 from mars2.agents.prompts import fresh_messages
 from mars2.metrics.diversity import Candidate, behaviour_vector, diversity_values
-from mars2.metrics.passk import avg_pass1_values, pass1_mcts_values, pass_at_n_values
+from mars2.metrics.passk import avg_pass1_of, avg_pass1_values, pass1_mcts_values, pass_at_n_of, pass_at_n_values
 from mars2.metrics.stats import mean_ci
 from mars2.search.factory import SearchConfig
 from mars2.rollout.runner import SearchRunner
@@ -117,7 +120,8 @@ def fresh_pass1(
     problems: Sequence[Problem],
     samples: int = 1,
 ) -> dict[str, list[float]]:
-    """Per agent, the hidden pass (0/1) of `samples` fresh solutions per problem, averaged per problem."""
+    """Per agent, whether each of `samples` fresh solutions per problem is solved (``Evaluation.solved``: every
+    public and hidden test), averaged per problem."""
     requests, keys = [], []
     for a_idx, agent in enumerate(agents):
         for p_idx, problem in enumerate(problems):
@@ -129,7 +133,7 @@ def fresh_pass1(
     evals = scorer.evaluate_many([(problems[p], prog) for (_, p), prog in zip(keys, programs)])
     per: dict[str, list[list[float]]] = {a.name: [[] for _ in problems] for a in agents}
     for (a_idx, p_idx), ev in zip(keys, evals):
-        per[agents[a_idx].name][p_idx].append(float(ev.public_pass and ev.hidden_pass))
+        per[agents[a_idx].name][p_idx].append(float(ev.solved))
     return {name: [sum(v) / len(v) for v in rows] for name, rows in per.items()}
 
 
@@ -196,15 +200,6 @@ def _nodes(tree: Tree, budget: int | None, agent: str | None = None) -> list[Nod
     return nodes if agent is None else [n for n in nodes if n.agent_name == agent]
 
 
-def _pass_at_n(nodes: Sequence[Node]) -> float:
-    return float(any(n.hidden_pass for n in nodes))
-
-
-def _avg_pass1(nodes: Sequence[Node]) -> float:
-    ok = [n for n in nodes if n.score >= 1.0]
-    return sum(n.hidden_pass for n in ok) / len(ok) if ok else 0.0
-
-
 def _diversity(
     node_lists: Sequence[Sequence[Node]],
     problems: Sequence[Problem],
@@ -266,8 +261,8 @@ def _agent_share_values(
     v: dict[str, list[float]] = {"pass_at_n": [], "avg_pass1": [], "nodes": [], "final_share": []}
     for i, t in enumerate(trees):
         mine = _nodes(t, budget, agent)
-        v["pass_at_n"].append(_pass_at_n(mine))
-        v["avg_pass1"].append(_avg_pass1(mine))
+        v["pass_at_n"].append(pass_at_n_of(mine))
+        v["avg_pass1"].append(avg_pass1_of(mine))
         v["nodes"].append(float(len(mine)))
         if candidates(t, budget):
             chosen = final_answer(t, rm[i] if rm is not None else None, mode=rm_mode, budget=budget)
@@ -279,7 +274,7 @@ def _agent_share_values(
     for b in tts:
         if b >= budget:
             continue
-        v[f"b{b}/pass_at_n"] = [_pass_at_n(_nodes(t, b, agent)) for t in trees]
+        v[f"b{b}/pass_at_n"] = [pass_at_n_of(_nodes(t, b, agent)) for t in trees]
     return v
 
 

@@ -1,5 +1,5 @@
 """Metrics of searches and evaluations (method.md §7): pass rates, TTS curves, diversity, confidence
-intervals, search statistics. Plain Python/numpy."""
+intervals, paired comparisons, per-round training metrics (``mars2.metrics.rounds``). Plain Python/numpy."""
 from mars2.metrics.diversity import (
     Candidate,
     behaviour_vector,
@@ -12,15 +12,16 @@ from mars2.metrics.diversity import (
 )
 from mars2.metrics.passk import (
     avg_pass1,
+    avg_pass1_of,
     avg_pass1_values,
     pass1_mcts,
     pass1_mcts_values,
     pass_at_1,
     pass_at_n,
+    pass_at_n_of,
     pass_at_n_values,
     tts_curve,
 )
-from mars2.metrics.search_stats import search_stats
 from mars2.metrics.stats import (
     bootstrap_means,
     mean_ci,
@@ -41,6 +42,7 @@ __all__ = [
     "normalised_ast",
     "semantic_distance",
     "structural_diversity",
+    "avg_pass1_of",
     "avg_pass1_values",
     "bootstrap_means",
     "paired_bootstrap_ci",
@@ -52,8 +54,8 @@ __all__ = [
     "pass1_mcts_values",
     "pass_at_1",
     "pass_at_n",
+    "pass_at_n_of",
     "pass_at_n_values",
-    "search_stats",
     "t_quantile_two_sided",
     "tts_curve",
 ]

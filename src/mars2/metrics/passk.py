@@ -1,6 +1,9 @@
-"""Pass metrics of searches (method.md §7). A node is correct when it passes its public and hidden tests
-(``Node.hidden_pass``). Every metric is a mean over problems (one tree per problem); the ``*_values``
-variants return the per-problem numbers, for confidence intervals over problems.
+"""Pass metrics of searches (method.md §7) — the only implementation (``mars2.evaluation`` calls these). A node
+is correct when it is *solved*: it passes every public and hidden test of its problem (``Evaluation.solved``,
+``Node.hidden_pass``; the one definition, in ``mars2.sandbox.types``). Every metric is a mean over problems
+(one tree per problem); the ``*_values`` variants return the per-problem numbers, for confidence intervals
+over problems; ``pass_at_n_of`` / ``avg_pass1_of`` are the per-problem value of one list of nodes (e.g. one
+agent's nodes in a shared tree).
 
 - Pass@1: hidden pass rate of single fresh samples.
 - Pass@1(MCTS) = BoN(MCTS): hidden result of the final answer (``search.select.final_answer``).
@@ -17,7 +20,7 @@ import math
 from typing import Iterable, Mapping, Sequence
 
 from mars2.search.select import candidates, final_answer
-from mars2.search.tree import Tree
+from mars2.search.tree import Node, Tree
 
 RmScores = Sequence[Mapping[int, float] | None] | None
 
@@ -52,8 +55,19 @@ def pass1_mcts(
     return _mean(pass1_mcts_values(trees, budget, rm_scores, mode))
 
 
+def pass_at_n_of(nodes: Iterable[Node]) -> float:
+    """1.0 when some node of ``nodes`` is solved (oracle), else 0.0."""
+    return float(any(n.hidden_pass for n in nodes))
+
+
+def avg_pass1_of(nodes: Iterable[Node]) -> float:
+    """Share of solved nodes among those with public score 1; 0.0 when none has public score 1."""
+    ok = [n for n in nodes if n.score >= 1.0]
+    return sum(n.hidden_pass for n in ok) / len(ok) if ok else 0.0
+
+
 def pass_at_n_values(trees: Sequence[Tree], budget: int | None = None) -> list[float]:
-    return [float(any(n.hidden_pass for n in candidates(t, budget))) for t in trees]
+    return [pass_at_n_of(candidates(t, budget)) for t in trees]
 
 
 def pass_at_n(trees: Sequence[Tree], budget: int | None = None) -> float:
@@ -62,11 +76,7 @@ def pass_at_n(trees: Sequence[Tree], budget: int | None = None) -> float:
 
 
 def avg_pass1_values(trees: Sequence[Tree], budget: int | None = None) -> list[float]:
-    out = []
-    for t in trees:
-        ok = [n for n in candidates(t, budget) if n.score >= 1.0]
-        out.append(sum(n.hidden_pass for n in ok) / len(ok) if ok else 0.0)
-    return out
+    return [avg_pass1_of(candidates(t, budget)) for t in trees]
 
 
 def avg_pass1(trees: Sequence[Tree], budget: int | None = None) -> float:

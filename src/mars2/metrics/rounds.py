@@ -3,7 +3,9 @@
 statistics. Plain Python/numpy: the rollout callback (`mars2.training.rollout`) gathers the inputs and logs
 the outputs.
 
-A node "passes" here when its evaluation says ``all_pass`` (public and hidden tests)."""
+A node "passes" / a tree is "solved" by the one rule, ``Evaluation.solved`` (every public and hidden test;
+``Node.hidden_pass``), as in the evaluation; ``…/reward`` and ``rl/policy/<id>/pass_rate`` are the training
+reward's view (``rl.reward_tests``), equal to it under the default ``reward_tests: all``."""
 from __future__ import annotations
 
 from collections import Counter
@@ -19,9 +21,8 @@ __all__ = ["round_search_stats", "policy_sample_stats", "runner_stats", "policy_
 
 
 def _passes(node: Any) -> bool:
-    """Node passes public and hidden tests (the evaluation's notion of correct, method.md §7)."""
-    ev = node.evaluation
-    return bool(ev.all_pass) if ev is not None else False
+    """Node is correct: ``Evaluation.solved`` (the evaluation's notion of correct, method.md §7)."""
+    return bool(node.hidden_pass)
 
 
 def round_search_stats(trees: Sequence[Tree], agent_names: Sequence[str]) -> dict[str, float]:
@@ -42,7 +43,7 @@ def round_search_stats(trees: Sequence[Tree], agent_names: Sequence[str]) -> dic
     widths = [len(n.children) for t in trees for n in t.nodes if n.children]
     out["search/width_mean"] = float(np.mean(widths)) if widths else 0.0
     out["search/width_max"] = float(max(widths)) if widths else 0.0
-    out["search/solved_frac"] = float(np.mean([any(n.reward >= 1.0 for n in t.real_nodes()) for t in trees]))
+    out["search/solved_frac"] = float(np.mean([any(_passes(n) for n in t.real_nodes()) for t in trees]))
     out["search/no_code_frac"] = float(np.mean([n.program is None for n in nodes]))
     out["search/response_len"] = float(np.mean([len(n.response_ids) for n in nodes]))
     counts = Counter(n.agent_id for n in nodes)

@@ -65,5 +65,15 @@ class Evaluation:
         return self.hidden.all_passed
 
     @property
+    def solved(self) -> bool:
+        """THE definition of a correct program, used wherever "solved" / "pass" is counted (Pass@1, Pass@1(MCTS),
+        Pass@N, avg_pass1, the round metrics, R_θ's labels, the RL reward ``all``): it passes every test the
+        problem has, public and hidden, as judged by the sandbox. A problem without hidden tests is solved on its
+        public tests alone; one without any test is never solved (there is nothing to pass)."""
+        n = self.public.n_tests + self.hidden.n_tests
+        return n > 0 and self.public.n_passed == self.public.n_tests and self.hidden.n_passed == self.hidden.n_tests
+
+    @property
     def all_pass(self) -> bool:
-        return self.public.all_passed and (self.hidden.all_passed or self.hidden.n_tests == 0)
+        """Same as :attr:`solved` (the RL reward's name for "every test, public ∪ hidden")."""
+        return self.solved

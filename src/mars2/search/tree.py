@@ -43,7 +43,8 @@ class Node:
 
     @property
     def hidden_pass(self) -> bool:
-        return bool(self.evaluation and self.evaluation.hidden_pass and self.evaluation.public_pass)
+        """The node is correct: ``Evaluation.solved`` (the one definition; the name is the tree files' field)."""
+        return bool(self.evaluation and self.evaluation.solved)
 
 
 @dataclass

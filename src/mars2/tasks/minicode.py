@@ -833,19 +833,28 @@ def _run_reference(problem: Problem, test: TestCase) -> Any:
     return buf.getvalue()
 
 
-def _matches(problem: Problem, got: Any, expected: Any) -> bool:
+def _matches(problem: Problem, got: Any, expected: Any, tol: float | None = None) -> bool:
+    """The sandbox's judgement of ``got`` (one judge, ``mars2.sandbox.executor``): stdin output token-wise
+    (``outputs_equal``); a functional result through the same codec the sandbox's child uses, then
+    ``values_equal`` (Python equality, tuples as lists, floats within ``tol``, default the sandbox's
+    ``float_tol``). So a reference verified here passes in the sandbox, and vice versa."""
+    from mars2.sandbox import harness
+    from mars2.sandbox.executor import SandboxConfig, normalise_expected, outputs_equal, values_equal
+
+    tol = SandboxConfig().float_tol if tol is None else float(tol)
     if problem.mode == "stdin":
-        return _norm_text(str(got)) == _norm_text(str(expected))
-    # Functional outputs are compared as JSON-compatible values (the Problem schema: tuples become lists),
-    # via canonical JSON text so that True != 1 and 1.0 != 1.
+        return outputs_equal(str(got), str(expected), tol)
     try:
-        return json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True)
-    except (TypeError, ValueError):
-        return got == expected
+        actual = harness.decode(harness.loads(harness.dumps(harness.encode(got))))
+    except Exception:  # noqa: BLE001 - a result the sandbox could not serialise fails there too
+        return False
+    return values_equal(actual, normalise_expected(expected), tol)
 
 
-def verify_problems(problems: Iterable[Problem]) -> list[str]:
-    """Run each reference solution in-process on its own public and hidden tests (fresh namespace per test).
+def verify_problems(problems: Iterable[Problem], tol: float | None = None) -> list[str]:
+    """Run each reference solution in-process on its own public and hidden tests (fresh namespace per test),
+    judged as the sandbox judges (:func:`_matches`: ``mars2.sandbox.executor``'s comparison, ``tol`` = its
+    ``float_tol`` unless given).
 
     Returns one error string per failing (problem, test); empty when all references are correct. Not a
     sandbox: only for our own trusted references.
@@ -862,7 +871,7 @@ def verify_problems(problems: Iterable[Problem]) -> list[str]:
                 except Exception as e:  # noqa: BLE001 - report, never raise
                     errors.append(f"{p.id}: {tag} test {i} raised {type(e).__name__}: {e}")
                     continue
-                if not _matches(p, got, t.output):
+                if not _matches(p, got, t.output, tol):
                     errors.append(f"{p.id}: {tag} test {i} expected {t.output!r}, got {got!r}")
     return errors
 
