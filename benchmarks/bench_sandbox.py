@@ -67,9 +67,18 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _server_cpu(pid: int) -> float:
+    """A server and its live children (its zygote, which reaps the programs' processes): CPU seconds."""
+    try:
+        kids = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        kids = []
+    return _proc_cpu(pid) + sum(_proc_cpu(k) for k in kids)
+
+
 def sandbox_cpu(sb: Sandbox) -> float:
     """CPU seconds so far of this process and of the sandbox's servers (with the programs they reaped)."""
-    return _self_cpu() + sum(_proc_cpu(w.proc.pid) for w in sb._workers if w.proc is not None)
+    return _self_cpu() + sum(_server_cpu(w.proc.pid) for w in sb._workers if w.proc is not None)
 
 
 def wrong_variant(p: Problem) -> str:
@@ -245,8 +254,7 @@ import importlib.util, json, os, statistics, sys, time
 spec = importlib.util.spec_from_file_location("harness", sys.argv[1])
 h = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(h)
-for name in h._PRELOAD:
-    __import__(name)
+h.preload()
 n = int(sys.argv[2])
 
 def fork_loop(child_work, before_fork=None):

@@ -175,6 +175,26 @@ def test_stdin_threads_and_atexit_flush(sb):
     assert statuses(sb.run(prog, p, p.public_tests)) == ["passed", "passed"]
 
 
+def test_children_inherit_no_threading_and_get_a_fresh_random_seed(sb):
+    # The fork server imports neither threading nor subprocess (their at-fork hooks cost every child page
+    # faults) and preloads random without its at-fork hook: each child reseeds itself from os.urandom.
+    prog = ("import sys\nprint(sorted(m for m in ('threading', 'subprocess') if m in sys.modules))\n"
+            "import random\nprint(random.getrandbits(64))\n")
+    p = io_problem([("", "[]")])
+    seen = []
+    for _ in range(4):
+        v = sb.run(prog, p, p.public_tests).verdicts[0]
+        lines = v.actual.split()
+        assert v.status == "wrong_answer" and lines[0] == "[]", v
+        seen.append(int(lines[1]))
+    assert len(set(seen)) == 4  # 4 equal 64-bit draws would mean the seed was inherited
+    # a program that starts threads still gets them waited for (test above) and sees a working module
+    p2 = io_problem([("", "ok")])
+    prog2 = ("import threading\nr = []\nt = threading.Thread(target=lambda: r.append('ok'))\nt.start()\nt.join()\n"
+             "print(r[0] if threading.current_thread() is threading.main_thread() else 'bad')\n")
+    assert sb.run(prog2, p2, p2.public_tests).all_passed
+
+
 def test_float_tolerance(sb):
     p = io_problem([("", "0.333333333\n")])
     assert sb.run("print(1/3)", p, p.public_tests).all_passed

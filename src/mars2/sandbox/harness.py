@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import builtins
 import ctypes
-import ctypes.util
 import errno
 import gc
 import json
@@ -37,7 +36,6 @@ import stat
 import struct
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import types
@@ -189,13 +187,20 @@ def decode(tree: Any, keep_tuples: bool = False, _depth: int = 0) -> Any:
     return {k: decode(x, keep_tuples, _depth + 1) for k, x in tree.items()}
 
 
+# ensure_ascii: lone surrogates and any other odd text survive the pipe as escapes. One encoder and
+# decoder for every frame (json.dumps with separators builds a new encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+_DECODER = json.JSONDecoder()
+
+
 def dumps(tree: Any) -> str:
-    # ensure_ascii: lone surrogates and any other odd text survive the pipe as escapes
-    return json.dumps(tree, separators=(",", ":"), allow_nan=True)
+    return _ENCODER.encode(tree)
 
 
 def loads(text: str | bytes) -> Any:
-    return json.loads(text)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8", "surrogatepass")  # what json.loads does with UTF-8 bytes
+    return _DECODER.decode(text)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -241,7 +246,7 @@ class FrameReader:
                 break
             payload = bytes(self.buf[4:4 + n])
             del self.buf[:4 + n]
-            out.append(json.loads(payload))
+            out.append(loads(payload))
         return out
 
 
@@ -262,7 +267,12 @@ _libc: Any = None
 def libc() -> Any:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # Not ctypes.util.find_library: it imports subprocess and so threading, whose at-fork hook
+        # would cost every child of the server ~0.5 ms. The interpreter itself links the C library.
+        try:
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
@@ -570,10 +580,37 @@ def sysv_ids(kind: str) -> list[int]:
     return ids
 
 
+_SHM_INFO, _MSG_INFO, _SEM_INFO = 14, 12, 19
+_INFO_BUF: Any = None
+
+
+def sysv_counts() -> dict[str, int | None]:
+    """How many SysV objects of each kind exist in this IPC namespace (shmctl SHM_INFO ``used_ids``,
+    msgctl MSG_INFO ``msgpool``, semctl SEM_INFO ``semusz``): one syscall each instead of reading
+    /proc/sysvipc after every run. None where the call failed (then /proc is read)."""
+    global _INFO_BUF
+    if _INFO_BUF is None:
+        _INFO_BUF = (ctypes.c_int * 32)()
+    buf, lc = _INFO_BUF, libc()
+    out: dict[str, int | None] = {}
+    for kind, call, field in (("shm", lambda: lc.shmctl(0, _SHM_INFO, buf), 0),
+                              ("msg", lambda: lc.msgctl(0, _MSG_INFO, buf), 0),
+                              ("sem", lambda: lc.semctl(0, 0, _SEM_INFO, buf), 7)):
+        ctypes.memset(buf, 0, ctypes.sizeof(buf))
+        out[kind] = buf[field] if call() >= 0 else None
+    return out
+
+
 def remove_ipc_objects(mqueue_dir: str | None) -> int:
     """Remove every SysV object and POSIX message queue of this IPC namespace; returns how many."""
     n = 0
+    try:
+        counts = sysv_counts()
+    except (OSError, AttributeError):
+        counts = {}
     for kind, fn in _SYSVIPC:
+        if counts.get(kind) == 0:
+            continue
         for i in sysv_ids(kind):
             if kind == "sem":
                 rc = libc().semctl(ctypes.c_int(i), ctypes.c_int(0), ctypes.c_int(_IPC_RMID))
@@ -834,10 +871,14 @@ class _Child:
             res = {"k": "err", "e": _format_exc(e), "mem": isinstance(e, MemoryError)}
         # What a normal interpreter exit does: wait for non-daemon threads, run atexit, flush stdout.
         try:
-            main = threading.main_thread()
-            for t in threading.enumerate():
-                if t is not main and not t.daemon:
-                    t.join()
+            # threading is not imported by the server (its at-fork hook would cost every child ~0.5 ms):
+            # if the program did not import it, it has no threads to wait for (as at interpreter exit)
+            threading = sys.modules.get("threading")
+            if threading is not None:
+                main = threading.main_thread()
+                for t in threading.enumerate():
+                    if t is not main and not t.daemon:
+                        t.join()
             atexit._run_exitfuncs()
         except BaseException as e:  # noqa: BLE001
             if res["k"] == "end":
@@ -863,6 +904,36 @@ class _Child:
 _PRELOAD = ("collections", "itertools", "functools", "heapq", "bisect", "string", "re", "random", "typing",
             "fractions", "decimal", "statistics", "copy", "operator", "array", "datetime", "dataclasses",
             "collections.abc", "enum", "io", "json", "math")
+
+
+
+def preload() -> None:
+    """Import :data:`_PRELOAD` in the server. ``random`` registers an at-fork hook (``Random.seed`` in
+    Python) that would cost every child ~0.15 ms of page faults; it is imported without the hook and
+    each child reseeds through the C method instead (:func:`reseed_random`), with the same result: a
+    fresh seed from the OS per child. The server never imports ``threading`` (its at-fork hook costs
+    ~0.5 ms per child): programs that use it import it themselves."""
+    register = os.register_at_fork
+    os.register_at_fork = lambda **kw: None  # type: ignore[assignment]
+    try:
+        import random  # noqa: F401 - the only preloaded module with an at-fork hook
+    finally:
+        os.register_at_fork = register
+    for name in _PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
+def reseed_random() -> None:
+    """In a child: what ``random``'s at-fork hook does (a fresh seed from os.urandom), in C."""
+    inst = getattr(sys.modules.get("random"), "_inst", None)
+    base = sys.modules.get("_random")
+    if inst is not None and base is not None:
+        base.Random.seed(inst, None)  # the C method: os.urandom -> Mersenne Twister state
+        inst.gauss_next = None
+
 
 _CGROUP_SLACK_MB = 32  # the run's memory cgroup allows memory_mb plus this (server buffers, kernel objects)
 _WRITABLE_CANDIDATES = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/run/shm", "/dev/mqueue")
@@ -956,6 +1027,7 @@ class Server:
         self.n_timeouts = 0
         self.userns = False  # we created our own user namespace (unprivileged host)
         self.nproc_base = 0  # non-root: processes our uid already has (RLIMIT_NPROC counts them all)
+        self.nnp = False  # no_new_privs set on the server: every child inherits it
 
     # -- isolation set-up (once) ----------------------------------------------------------------------
     def setup(self) -> None:
@@ -1057,9 +1129,13 @@ class Server:
         except OSError:
             pass
         self._prepare_children()
+        try:  # inherited by every child (the server itself never executes a program file)
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+            self.nnp = True
+        except OSError:
+            pass
         if self.seccomp is not None:
             try:  # last: from here on the server (and every child) runs under the filter
-                prctl(PR_SET_NO_NEW_PRIVS, 1)
                 self.seccomp.install()
             except OSError as e:
                 self.seccomp = None
@@ -1410,9 +1486,11 @@ class Server:
 
     def _trim_memory(self) -> None:
         """The server shares the run's memory cgroup: what it keeps after a large request (freed but not
-        returned to the system) would shrink the next program's budget. Checked with one pread."""
+        returned to the system) would shrink the next program's budget. Checked with one getrusage (peak RSS) per run."""
         if self.cgroup is None:
             return
+        if self.rss0 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 <= self.rss0 + (16 << 20):
+            return  # the peak never went that high (one syscall instead of reading /proc)
         rss = _resident_bytes()
         if self.rss0 == 0:
             self.rss0 = rss
@@ -1574,7 +1652,8 @@ class Server:
             os.setresuid(self.uid, self.uid, self.uid)
         if self.userns:
             drop_capabilities()  # we hold every capability in our user namespace (e.g. umount /tmp)
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if not self.nnp:
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
         if os.getppid() not in (0, self.server_pid):  # the server died before the prctl
             os._exit(0)
@@ -1587,6 +1666,7 @@ class Server:
         # (see _prepare_children): only objects are swapped here, which keeps the fork cheap.
         sys.stdin, sys.stdout, sys.stderr = self.stdio
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = self.stdio
+        reseed_random()
 
     # -- waiting on a child ---------------------------------------------------------------------------
     def kill(self, p: _Proc) -> None:
@@ -1906,11 +1986,7 @@ def main() -> None:
         msgs = reader.feed(data)
         if msgs:
             init = msgs[0]
-    for name in _PRELOAD:
-        try:
-            __import__(name)
-        except ImportError:
-            pass
+    preload()
     server = Server(init)
     server.parent = reader
     server.pending = msgs[1:]
