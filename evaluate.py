@@ -1,6 +1,6 @@
 """Evaluate a trained run or a set of policies: `python evaluate.py ckpt=outputs/<run dir>` (see README).
 
-The `search` group is the evaluation search; train.py's spelling `search@eval.search=...` works too."""
+The evaluation search is `eval.search`, spelled as in train.py: `search@eval.search=t_plus`, `eval.search.<key>=...`."""
 import os
 import sys
 from pathlib import Path
@@ -21,7 +21,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from mars2.cli.evaluate import normalise_overrides
-
-    sys.argv[1:] = normalise_overrides(sys.argv[1:])
     main()

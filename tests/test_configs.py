@@ -50,9 +50,20 @@ def test_every_sweep_composes(sweep):
 
 
 def test_evaluate_config_composes():
-    c = compose_cfg(["search=t_plus"], name="evaluate")
-    assert c["eval"]["search"]["mode"] == "t_plus"
-    assert c["eval"]["n_problems"] == 0
+    c = compose_cfg(["search@eval.search=t_plus", "eval.search.posterior=beta"], name="evaluate")
+    assert (c["eval"]["search"]["mode"], c["eval"]["search"]["posterior"]) == ("t_plus", "beta")
+    assert c["eval"]["n_problems"] == 0 and c["name"] == "eval-heterogeneous-tiny-t_plus"
+    validate_config(c, "evaluate")
+
+
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_composes_for_evaluate(exp):
+    """The experiment files are shared: each composes and validates with evaluate.yaml too (experiment=t_plus:
+    its evaluation search is T+ in both programs)."""
+    c = compose_cfg([f"experiment={exp}"] + ([] if exp.startswith("real_") else ["debug=fast"]), name="evaluate")
+    validate_config(c, "evaluate")
+    if exp in ("t_plus", "reward_model"):
+        assert c["eval"]["search"]["mode"] == "t_plus"
 
 
 def test_defaults_are_the_issue_defaults():

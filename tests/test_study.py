@@ -29,8 +29,8 @@ def test_shipped_plan_expands_to_the_full_study(tmp_path):
     for e in evals:
         assert e.after == [tmp_path / "train" / f"{e.run}_s{e.seed}"]
         assert f"ckpt={e.after[0]}" in e.cmd and "eval.budget=16" in e.cmd
-    searches = {e.name: [a for a in e.cmd if a.startswith("search=")] for e in evals}
-    assert searches["best_of_n"] == ["search=iid"] and searches["t_plus"] == ["search=t_plus"]
+    searches = {e.name: [a for a in e.cmd if a.startswith("search@eval.search=")] for e in evals}
+    assert searches["best_of_n"] == ["search@eval.search=iid"] and searches["t_plus"] == ["search@eval.search=t_plus"]
     only = study.build_jobs(plan, tmp_path, ROOT, [0], ["grpo"], python="py")
     assert {j.run for j in only} == {"grpo"} and len([j for j in only if j.stage == "train"]) == 1
 

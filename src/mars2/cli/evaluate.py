@@ -13,10 +13,11 @@ What is evaluated:
   (``rollout.base_url=http://host:8000/v1``, ``rollout.model=<served name>``; an unreachable or refusing
   server ends with one line after ``rollout.max_retries`` retries).
 
-The evaluation search: in evaluate.py the ``search`` group *is* the evaluation search (``eval.search`` is
-``${search}``). train.py's spelling ``search@eval.search=t_plus`` (and ``eval.search.<key>=...``) is accepted
-too: :func:`normalise_overrides` rewrites it to ``search=t_plus`` (``search.<key>=...``) before Hydra
-composes the config. The node budget is ``eval.budget``.
+The evaluation search is ``eval.search``, spelled as in train.py: ``search@eval.search=t_plus`` picks it,
+``eval.search.<key>=...`` sets one of its keys. The ``search`` group is train.py's training search (composed
+so that experiment/debug files shared with train.py compose); setting it on evaluate.py's command line is
+refused with one line naming the right spelling (`refuse_training_search`). The node budget is
+``eval.budget``.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from mars2.config import ConfigError
+from mars2.config import ConfigError, validate_config
 from mars2.resources import SetupError
 
 EVAL_SEARCH = "search@eval.search"
@@ -38,30 +39,17 @@ EVAL_SEARCH = "search@eval.search"
 FROM_RUN = ("paradigm", "model", "task", "roles")
 
 
-def normalise_overrides(argv: Sequence[str]) -> list[str]:
-    """``search@eval.search=X`` → ``search=X`` and ``eval.search.K=V`` → ``search.K=V`` (see the module
-    docstring). Giving both spellings with different values is an error (exit 2 with one line)."""
-    out: list[str] = []
-    chosen: dict[str, str] = {}
-    for arg in argv:
-        new = arg
-        for prefix in ("", "+", "++"):
-            if arg.startswith(f"{prefix}{EVAL_SEARCH}="):
-                new = f"{prefix}search=" + arg.split("=", 1)[1]
-            elif arg.startswith(f"{prefix}eval.search."):
-                new = f"{prefix}search." + arg[len(f"{prefix}eval.search."):]
-        if new.startswith(("search=", "+search=", "++search=")):
-            value = new.split("=", 1)[1]
-            if "search" in chosen and chosen["search"] != value:
-                print(f"mars2: two evaluation searches given ({chosen['search']} and {value}); "
-                      f"use one of search=... or {EVAL_SEARCH}=...", file=sys.stderr)
-                sys.exit(2)
-            if "search" in chosen:
-                continue  # the same choice spelled twice
-            chosen["search"] = value
-            new = "search=" + value  # `search` is in evaluate.yaml's defaults list: never `+search`
-        out.append(new)
-    return out
+def refuse_training_search(overrides: Sequence[str]) -> None:
+    """``search=X`` / ``search.K=V`` on evaluate.py's command line would set train.py's training search, which
+    evaluate.py does not use: ConfigError naming the evaluation search's spelling instead."""
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key == "search":
+            raise ConfigError(f"`{o}` sets train.py's training search; the evaluation search is eval.search: "
+                              f"use {EVAL_SEARCH}={value}")
+        if key.startswith("search."):
+            raise ConfigError(f"`{o}` sets train.py's training search; the evaluation search is eval.search: "
+                              f"use eval.{key}={value}")
 
 
 def hydra_overrides() -> list[str]:
@@ -85,6 +73,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         try:
             c = resolve_config(cfg, overrides)
+            validate_config(c, "evaluate")  # every key, before any model is built
+            refuse_training_search(overrides)
             weights_dir, checkpoint = trained_weights(Path(c["ckpt"])) if c.get("ckpt") else (None, None)
             return evaluate(c, weights_dir, overrides, checkpoint=checkpoint)
         except (ConfigError, SetupError, TaskDataError, OmegaConfBaseException) as e:
@@ -163,7 +153,7 @@ def load_checkpoint_policies(models: dict[str, Any], checkpoint: Path) -> int:
 
 
 def _load_reward_model(ev: dict[str, Any]):
-    path = ev.get("reward_model")
+    path = ev["reward_model"]
     if not path:
         return None
     p = Path(str(path))
@@ -211,7 +201,7 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
     if threads:
         torch.set_num_threads(int(threads))
     ev = c["eval"]
-    seeds = [int(s) for s in (ev.get("seeds") or [c["seed"]])]
+    seeds = [int(s) for s in (ev["seeds"] or [c["seed"]])]
     agents = make_team(c)
     served = c["rollout"]["backend"] == "openai"  # a served model: no local policies, no warm start
     if weights_dir is None and not served:
@@ -230,19 +220,10 @@ def evaluate(c: dict[str, Any], weights_dir: Path | None, overrides: Sequence[st
     extra_splits = select_extra_splits(  # eval.extra_splits (e.g. test_iid): fresh Pass@1 on each
         c["task"]["name"], problems, ev.get("extra_splits"), main=split, explicit=extra_splits_given(overrides),
         n_problems=int(ev.get("n_problems") or 0), log=lambda msg: print(f"mars2: {msg}", file=sys.stderr))
-    try:  # validate every evaluation knob before any model is built
-        search = search_config(ev["search"])
-        budget = int(ev["budget"])
-        if budget < 1:
-            raise ValueError(f"eval.budget must be >= 1, got {budget}")
-        diversity = DiversityConfig.from_any(ev.get("diversity"))
-        rm_mode = str(ev.get("rm_mode") or "tiebreak")
-        if ev["mode"] not in ("system", "agent"):
-            raise ValueError(f"eval.mode must be system or agent, got {ev['mode']!r}")
-        if rm_mode not in ("tiebreak", "rerank"):
-            raise ValueError(f"eval.rm_mode must be tiebreak or rerank, got {rm_mode!r}")
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from None
+    search = search_config(ev["search"], "eval.search")  # every eval key was checked by validate_config
+    budget = int(ev["budget"])
+    diversity = DiversityConfig.from_any(ev["diversity"])
+    rm_mode = ev["rm_mode"]
     reward_model = _load_reward_model(ev) or _run_reward_model(c, checkpoint)
     t0 = time.time()
     results = []

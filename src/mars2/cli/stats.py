@@ -2,8 +2,9 @@
 evaluate.py would (the same conf/task/<name>.yaml, the same loader) and print its problem counts per split,
 difficulty and execution mode, the test counts, and what the loader read (rows, filtered, malformed).
 
-OmegaConf without Hydra's composition: conf/task/<name>.yaml is read with OmegaConf, ``paths.*`` are set like
-conf/paths/default.yaml sets them (``MARS2_DATA_DIR`` etc.), and ``task.<key>=<value>`` overrides are applied
+OmegaConf without Hydra's composition: conf/task/<name>.yaml is read with OmegaConf beside ``paths`` from
+conf/paths/default.yaml (the file train.yaml and evaluate.yaml use: ``MARS2_DATA_DIR`` etc.; ``root_dir``
+defaults to this checkout), and ``task.<key>=<value>`` overrides are applied
 as an OmegaConf dotlist (values parsed as YAML: ``task.strict=true``). A missing, unreadable or empty file (a
 split with 0 problems), an unknown task, a bad ``task.*`` value or (with ``task.strict=true``) a malformed row
 ends with one line on stderr and exit code 2. (``stats`` as the first argument is accepted, as before.)
@@ -31,7 +32,8 @@ def conf_dir() -> Path:
 
 
 def task_config(overrides: Sequence[str]) -> dict[str, Any]:
-    """conf/task/<name>.yaml with ``paths`` as in train.yaml and the ``task.*`` overrides applied, resolved."""
+    """conf/task/<name>.yaml with ``paths`` of conf/paths/default.yaml and the ``task.*`` overrides applied,
+    resolved."""
     from omegaconf import OmegaConf
 
     name = "minicode"
@@ -47,17 +49,13 @@ def task_config(overrides: Sequence[str]) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
         raise ValueError(f"unknown task {name!r}: no {path} (known: {', '.join(known)})")
-    root = os.environ.get("MARS2_ROOT", str(conf_dir().parent))
-    paths = {
-        "root_dir": root,
-        "data_dir": os.environ.get("MARS2_DATA_DIR", f"{root}/data"),
-        "models_dir": os.environ.get("MARS2_MODELS_DIR", f"{root}/models"),
-        "cache_dir": os.environ.get("MARS2_CACHE_DIR", f"{root}/.cache/mars2"),
-    }
+    paths = OmegaConf.load(conf_dir() / "paths" / "default.yaml")
+    if "MARS2_ROOT" not in os.environ:  # train.py / evaluate.py set it to their checkout: do the same
+        paths.root_dir = str(conf_dir().parent)
     cfg = OmegaConf.merge(OmegaConf.create({"paths": paths}), {"task": OmegaConf.load(path)},
                           OmegaConf.from_dotlist(rest))
-    out = OmegaConf.to_container(cfg, resolve=True)
-    return dict(out["task"])  # type: ignore[index]
+    out = OmegaConf.to_container(cfg.task, resolve=True)  # paths.output_dir (Hydra's run dir) is not needed
+    return dict(out)  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str]) -> int:

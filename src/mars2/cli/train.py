@@ -169,11 +169,10 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
 
     from mars2.agents.team import team_policies
     from mars2.cli.build import (
-        build_backend, build_policies, build_sandbox, close_backend, load_problems, pick, search_config,
+        build_backend, build_policies, build_sandbox, close_backend, load_problems, loss_config, sample_config,
+        search_config,
     )
     from mars2.rl.buffers import PolicyBuffers
-    from mars2.rl.objective import LossConfig
-    from mars2.rl.samples import SampleConfig
     from mars2.tracking.loggers import build_loggers, finish_loggers
     from mars2.tracking.records import RunRecord, failure_status
     from mars2.training.data import BufferDataModule, BufferStream
@@ -221,8 +220,7 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         record.data["warm_start"] = warm
         backend = build_backend(c, models, tokenizers, seed=int(c["seed"]))
         rl = c["rl"]
-        tis = rl["tis"] if isinstance(rl["tis"], bool) else c["rollout"]["backend"] != "hf"
-        loss_cfg = pick(LossConfig, rl, tis=tis, temperature=float(c["rollout"]["temperature"]))
+        loss_cfg = loss_config(c)  # rl.tis auto: on when the rollout engine is not the trainer
         module = MarsModule(models, loss_cfg, c["model"]["optim"])
         if backend.capabilities.holds_own_weights:  # vLLM: sync the engine after each optimiser step of a policy
             module.on_policy_updated = backend.on_policy_updated
@@ -230,13 +228,10 @@ def train(c: dict[str, Any], cfg: DictConfig | None = None) -> float | None:
         module.publish_weights = backend.capabilities.holds_own_weights
         buffers = PolicyBuffers(policy_ids, int(rl["train_batch_size"]), keep_remainder=bool(rl["keep_remainder"]))
         pad_ids = {pid: pad_id(tokenizers[pid], pid) for pid in policy_ids}
-        sample_cfg = pick(
-            SampleConfig, rl, max_new_tokens=int(c["rollout"]["max_new_tokens"]),
-            overlong_buffer=int(rl["overlong_buffer"]),
-        )
+        sample_cfg = sample_config(c)
         search = search_config(c["search"])
         task_name, train_split = c["task"]["name"], c.get("train_split", "train")
-        eval_search = search_config(c["eval"]["search"])
+        eval_search = search_config(c["eval"]["search"], "eval.search")
         if ckpt_path and rank0:  # the CSV logger deletes metrics.csv on start: keep its rows for the restore
             ckpting.stash_metrics_csv(out)
         # Trackers live on rank 0 only (their run ids in logger_ids.json must be rank 0's); build_loggers

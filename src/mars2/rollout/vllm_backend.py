@@ -41,6 +41,8 @@ from mars2.rollout.backend import BackendBase, BackendCapabilities, Generation, 
 from mars2.rollout.hf_backend import chat_prompt_ids, eos_ids
 from mars2.resources import SetupError
 
+WEIGHT_SYNC_MODES = ("lazy", "eager")  # rollout.weight_sync: sync before the next generation | after every step
+
 log = logging.getLogger("mars2")
 
 #: Default KV-cache size for CPU engines: vLLM's CPU backend cannot size it itself (start-up fails).
@@ -138,7 +140,7 @@ class VLLMBackend(BackendBase):
         if set(models) != set(tokenizers):
             raise ValueError(f"VLLMBackend: models and tokenizers must have the same policy ids; "
                              f"got {sorted(models)} and {sorted(tokenizers)}")
-        if weight_sync not in ("lazy", "eager"):
+        if weight_sync not in WEIGHT_SYNC_MODES:
             raise ValueError(f"VLLMBackend: weight_sync must be 'lazy' or 'eager', got {weight_sync!r}")
         if max_batch_size < 1 or max_new_tokens < 1:
             raise ValueError("VLLMBackend: max_batch_size and max_new_tokens must be >= 1")

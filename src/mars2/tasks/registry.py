@@ -5,48 +5,30 @@ downloaded).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from mars2.tasks.problem import Problem
 
 
-def _minicode(**kwargs: Any) -> dict[str, list[Problem]]:
-    from mars2.tasks.minicode import generate_minicode
-
-    return generate_minicode(**kwargs)
-
-
-def _livecodebench(**kwargs: Any) -> dict[str, list[Problem]]:
-    from mars2.tasks.loaders import load_livecodebench
-
-    return load_livecodebench(**kwargs)
-
-
-def _deepcoder(**kwargs: Any) -> dict[str, list[Problem]]:
-    from mars2.tasks.loaders import load_deepcoder
-
-    return load_deepcoder(**kwargs)
-
-
-def _verl_code(**kwargs: Any) -> dict[str, list[Problem]]:
-    from mars2.tasks.loaders import load_verl_code
-
-    return load_verl_code(**kwargs)
-
-
-def _humaneval(**kwargs: Any) -> dict[str, list[Problem]]:
-    from mars2.tasks.loaders import load_humaneval
-
-    return load_humaneval(**kwargs)
-
-
-TASKS: dict[str, Callable[..., dict[str, list[Problem]]]] = {
-    "minicode": _minicode,
-    "livecodebench": _livecodebench,
-    "deepcoder": _deepcoder,
-    "verl_code": _verl_code,
-    "humaneval": _humaneval,
+# task name → the function that loads it (module, name; imported on first use). Its keyword arguments are the
+# ``task.*`` keys of conf/task/<name>.yaml (the start-up validation reads its signature: mars2.schema).
+LOADERS: dict[str, tuple[str, str]] = {
+    "minicode": ("mars2.tasks.minicode", "generate_minicode"),
+    "livecodebench": ("mars2.tasks.loaders", "load_livecodebench"),
+    "deepcoder": ("mars2.tasks.loaders", "load_deepcoder"),
+    "verl_code": ("mars2.tasks.loaders", "load_verl_code"),
+    "humaneval": ("mars2.tasks.loaders", "load_humaneval"),
 }
+
+
+def task_loader(name: str) -> Callable[..., dict[str, list[Problem]]]:
+    """The loader of task ``name``; unknown names raise ``ValueError`` listing known ones."""
+    try:
+        module, fn = LOADERS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(LOADERS))}") from None
+    return getattr(importlib.import_module(module), fn)
 
 
 def require_split(name: str, splits: dict[str, list[Problem]], split: str) -> list[Problem]:
@@ -63,8 +45,4 @@ def require_split(name: str, splits: dict[str, list[Problem]], split: str) -> li
 
 def load_task(name: str, **kwargs: Any) -> dict[str, list[Problem]]:
     """Load task ``name`` with its keyword arguments; unknown names raise ``ValueError`` listing known ones."""
-    try:
-        factory = TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
-    return factory(**kwargs)
+    return task_loader(name)(**kwargs)
