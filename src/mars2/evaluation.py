@@ -58,9 +58,11 @@ from mars2.metrics.passk import avg_pass1_of, avg_pass1_values, pass1_mcts_value
 from mars2.metrics.stats import mean_ci
 from mars2.search.factory import SearchConfig
 from mars2.rollout.runner import SearchRunner
-from mars2.search.select import candidates, final_answer
+from mars2.search.select import RM_MODES, candidates, final_answer
 from mars2.search.tree import Node, Tree
 from mars2.tasks.problem import Problem
+
+EVAL_MODES = ("system", "agent")  # eval.mode: all agents share one tree | each agent searches alone
 
 Progress = Callable[[int, int], None]
 UNBOUNDED = ("div/ec", "div/k", "nodes", "seconds")  # metric suffixes that are not rates in [0, 1]
@@ -425,9 +427,9 @@ def run_evaluation(
 ) -> EvalResult:
     """One evaluation of ``agents`` on ``problems`` (see the module docstring for every metric), plus fresh
     Pass@1 on each of ``extra_splits`` (name → problems)."""
-    if mode not in ("system", "agent"):
+    if mode not in EVAL_MODES:
         raise ValueError(f"eval.mode must be 'system' or 'agent', got {mode!r}")
-    if rm_mode not in ("tiebreak", "rerank"):
+    if rm_mode not in RM_MODES:
         raise ValueError(f"eval.rm_mode must be 'tiebreak' or 'rerank', got {rm_mode!r}")
     div = DiversityConfig.from_any(diversity)
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ from typing import Any, Literal, Mapping, Union
 from mars2.agents.models import PolicySpec
 from mars2.agents.team import PARADIGMS
 from mars2.config import ConfigError
-from mars2.evaluation import DiversityConfig
+from mars2.evaluation import EVAL_MODES, DiversityConfig
 from mars2.rl.objective import LossConfig
 from mars2.rl.reward import REWARD_TESTS
 from mars2.rl.samples import SampleConfig
@@ -46,7 +46,6 @@ from mars2.search.factory import SearchConfig
 from mars2.search.select import RM_MODES
 from mars2.training.warm_start import WarmStartConfig
 
-EVAL_MODES = ("system", "agent")  # eval.mode (mars2.evaluation.run_evaluation): one shared tree | one per agent
 MODEL_SCALES = ("mini", "real")  # mini: built + warm-started here (tokenizer, sizes); real: HF checkpoints
 TRAIN_SPLITS = ("warmup", "train", "test", "test_iid")
 PLACEMENTS = ("auto", "exclusive", "none")  # rollout.placement (mars2.cli.build.engine_devices)
