@@ -96,29 +96,40 @@ def test_from_config_off_and_value_head_refused():
     assert rm.holdout_frac == 0.25 and rm.mode == "tiebreak"
 
 
-def test_rounds_accumulate_refit_deterministically_and_leave_global_rng_alone(tmp_path):
-    problems = [fake_problem(f"p{i}") for i in range(4)]
+def test_rounds_accumulate_update_incrementally_and_leave_global_rng_alone(tmp_path):
     rm = _rm()
+    pids = [f"p{i}" for i in range(40)]
+    held = [p for p in pids if rm.held_out(p)][:2]
+    train = [p for p in pids if not rm.held_out(p)][:2]
+    assert len(held) == 2 and len(train) == 2 and rm.held_out(held[0]) == _rm().held_out(held[0])
+    problems = [fake_problem(p) for p in held + train]
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    m1 = rm.add_round([_tree("p0"), _tree("p1")], problems, 0)
-    m2 = rm.add_round([_tree("p2"), _tree("p3")], problems, 1)
+    before = [p.detach().clone() for p in rm.model.parameters()]
+    m1 = rm.add_round([_tree(train[0]), _tree(held[0])], problems, 0)
+    m2 = rm.add_round([_tree(train[1]), _tree(held[1])], problems, 1)
     assert torch.equal(torch.rand(3), expected)  # R_θ drew nothing from the global torch RNG
+    assert any(not torch.equal(a, b) for a, b in zip(before, rm.model.parameters()))  # it did train
     assert m1["rm/examples"] == 6.0 and m2["rm/examples"] == 12.0 and m2["rm/new_examples"] == 6.0
     assert m2["rm/pos_frac"] == pytest.approx(1 / 3)
-    assert m2["rm/train_examples"] == 9.0 and m2["rm/held_out_n"] == 3.0  # 1 of 4 problems held out
+    assert m2["rm/train_examples"] == 6.0 and m2["rm/held_out_n"] == 6.0  # 2 of the 4 problems held out
     assert math.isfinite(m2["rm/train_loss"]) and 0.0 <= m2["rm/held_out_auc"] <= 1.0
     assert [h["round"] for h in rm.history] == [1.0, 2.0]
-    # a fresh instance restored from the state refits to the same model
+    # resume: a fresh instance restored from the state continues exactly like the original
     again = _rm()
     again.load_state_dict(rm.state_dict())
-    assert again.model is None
+    texts, progs = ["Return the input list."] * 3, ["return sorted(xs)", "return [1, 2, 3]", "return xs[::-1]"]
+    assert again.model.score(texts, progs) == rm.model.score(texts, progs)
+    third = [_tree(train[0])]
+    rm.add_round(third, problems, 2)
+    again.add_round(third, problems, 2)
+    assert again.model.score(texts, progs) == rm.model.score(texts, progs)
     path = again.save(tmp_path)
     assert path == tmp_path / "reward_model" / "rm.pt" == run_reward_model_path(tmp_path)
     assert (tmp_path / "reward_model" / "fit.json").is_file()
-    texts, progs = ["Return the input list."] * 3, ["return sorted(xs)", "return [1, 2, 3]", "return xs[::-1]"]
     assert load_run_reward_model(tmp_path).score(texts, progs) == rm.model.score(texts, progs)
+    assert _rm().save(tmp_path / "none") is None  # nothing fitted yet: nothing written
 
 
 # ---- the callback: R_θ beside the policies, in the checkpoint and the run dir ---------------------------------
@@ -142,14 +153,18 @@ def test_callback_trains_rm_without_changing_the_run_and_resume_restores_it(tmp_
     assert len(state["reward_model"]["examples"]) == int(with_rm.history[-1]["rm/examples"])
     assert "reward_model" not in next(v for k, v in torch.load(
         tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"].items())
-    # the checkpoint's R_θ (refit from its examples) is the saved one: last.ckpt is after the last round
+    # the checkpoint's R_θ is the saved one: last.ckpt is after the last round
     texts, progs = ["Return the input list."] * 2, ["def f(xs):\n    return xs", "def f(xs):\n    return []"]
     from_ckpt = load_run_reward_model(run, run / "checkpoints" / "last.ckpt")
     assert from_ckpt.score(texts, progs) == load_run_reward_model(run).score(texts, progs)
-    # resume: the examples come back from the checkpoint
+    # resume for a third round: R_θ continues exactly like an uninterrupted 3-round run's
     rm2 = _rm(epochs=3)
     resumed, _, _ = tr._run(run, 3, tok, resume=True, reward_model=rm2)
     assert resumed.restored_from == 2 and len(rm2.history) == 3
+    rm3 = _rm(epochs=3)
+    tr._run(tmp_path / "full", 3, tok, reward_model=rm3)
+    assert rm2.model.score(texts, progs) == rm3.model.score(texts, progs)
+    assert [h["examples"] for h in rm2.history] == [h["examples"] for h in rm3.history]
 
 
 def test_evaluate_cli_uses_the_runs_reward_model(tmp_path):
@@ -162,3 +177,42 @@ def test_evaluate_cli_uses_the_runs_reward_model(tmp_path):
     rm.save(tmp_path)
     got = _run_reward_model({"ckpt": str(tmp_path), "eval": {"rm_mode": "tiebreak"}}, None)
     assert got.score(["x"], ["return xs"]) == rm.model.score(["x"], ["return xs"])
+
+
+# ---- the entry points ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_train_with_rm_then_evaluate_with_the_runs_rm(tmp_path):
+    """train.py experiment=reward_model (debug=fast) saves R_θ with the run; evaluate.py ckpt=<run> selects with
+    it and reports the selection accuracy of both rules on the same trees."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("MARS2_CACHE_DIR", str(root / ".cache" / "mars2"))
+    run = tmp_path / "run"
+    p = subprocess.run([sys.executable, str(root / "train.py"), "experiment=reward_model", "debug=fast",
+                        "rm.epochs=3", f"hydra.run.dir={run}"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert (run / "reward_model" / "rm.pt").is_file() and (run / "policies").is_dir()
+    fit = json.loads((run / "reward_model" / "fit.json").read_text())
+    assert [h["round"] for h in fit["history"]] == [1.0, 2.0] and fit["examples"] > 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["history"][-1]["rm/examples"] == fit["examples"]
+    assert "eval/select/rm" in res["final"] and "eval/select/rm" not in res["evals"][0]
+    out = tmp_path / "eval"
+    p = subprocess.run([sys.executable, str(root / "evaluate.py"), f"ckpt={run}", "search@eval.search=t_plus",
+                        "eval.n_problems=4", "eval.budget=2", "eval.tts_budgets=[1,2]", f"hydra.run.dir={out}"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "selection accuracy" in p.stdout and "final answers by the R_θ" in p.stderr
+    ev = json.loads((out / "results.json").read_text())
+    assert ev["config"]["selection"] == "rm_tiebreak"
+    final = ev["final"]
+    for key in ("eval/select/rule", "eval/select/rm", "eval/select/oracle", "eval/select/changed"):
+        assert 0.0 <= final[key] <= 1.0
+    assert final["eval/select/rm"] == final["eval/pass1_mcts"]  # final answers are R_θ's
+    assert final["eval/select/rule"] <= final["eval/select/oracle"] >= final["eval/select/rm"]

@@ -67,6 +67,9 @@ class HashedNgramRM(_Scoring):
         super().__init__()
         self.config = {"n_buckets": int(n_buckets), "hidden": int(hidden), "seed": int(seed)}
         self.n_buckets = int(n_buckets)
+        # (statement, program) → features; features depend on n_buckets only, so one cache may be shared by
+        # the models of a run (mars2.reward_model.online) and is never saved
+        self.feature_cache: dict[tuple[str, str], tuple[dict[int, float], list[float]]] | None = None
         g = torch.Generator().manual_seed(int(seed))
         self.bag = nn.EmbeddingBag(2 * self.n_buckets, hidden, mode="sum")
         self.extra = nn.Linear(3, hidden)
@@ -82,6 +85,14 @@ class HashedNgramRM(_Scoring):
         return space * self.n_buckets + zlib.crc32(key.encode()) % self.n_buckets
 
     def _features(self, problem_text: str, program: str) -> tuple[dict[int, float], list[float]]:
+        if self.feature_cache is not None:
+            key = (problem_text, program)
+            if key not in self.feature_cache:
+                self.feature_cache[key] = self._compute_features(problem_text, program)
+            return self.feature_cache[key]
+        return self._compute_features(problem_text, program)
+
+    def _compute_features(self, problem_text: str, program: str) -> tuple[dict[int, float], list[float]]:
         feats: dict[int, float] = {}
         prog = code_tokens(program)
         grams = prog + [a + " " + b for a, b in zip(prog, prog[1:])]

@@ -4,16 +4,18 @@ run, used by evaluate.py for the final answer.
 * **Data.** Each training round adds one example per evaluated node with a program of that round's trees
   (`examples_from_trees`: label = the node passes the public and hidden tests). Examples accumulate over the
   run (all rounds so far).
-* **Fit.** After each round R_θ is refit from its seeded initialisation on the accumulated examples of the
-  training problems; ``holdout_frac`` of the problems (a seeded split by problem: nodes of one tree are near
-  duplicates) are held out to report ``rm/held_out_auc`` / ``rm/held_out_accuracy``. A refit from scratch
-  (our choice, rather than continuing the previous weights) makes the model a function of (seed, examples)
-  only, so a resumed run's R_θ equals the uninterrupted one's; with the miniature's hashed n-gram classifier
-  it costs about a second per round. The fit runs inside ``torch.random.fork_rng``: building and training R_θ
-  draws nothing from the global RNGs the policies' sampling uses, so enabling R_θ leaves the training run's
-  trees, samples and updates unchanged.
-* **Files.** ``<run dir>/reward_model/rm.pt`` (`save_reward_model` format) and ``fit.json`` (the per-round fit
-  records), rewritten after every round; the examples live in the training checkpoints.
+* **Fit.** After each round R_θ is *updated*, not refit: ``epochs`` epochs over the round's new examples plus
+  as many older ones (a seeded replay sample), continuing the previous rounds' weights and AdamW moments, so
+  a round costs in proportion to its own nodes (about a second on the miniature's hashed n-gram classifier),
+  not to the run's history. ``holdout_frac`` of the problems (a seeded hash of the problem id, so a problem
+  stays on one side as problems arrive; by problem because the nodes of one tree are near duplicates) are
+  never trained on and give ``rm/held_out_auc`` / ``rm/held_out_accuracy`` over all their nodes so far.
+  Building and training R_θ runs inside ``torch.random.fork_rng`` and shuffles with its own seeded
+  generators: it draws nothing from the global RNGs the policies' sampling uses, so enabling R_θ leaves the
+  training run's trees, samples and updates unchanged.
+* **Files and resume.** ``<run dir>/reward_model/rm.pt`` (`save_reward_model` format) and ``fit.json`` (the
+  per-round fit records), rewritten after every round; the examples, weights and optimiser moments are in
+  every training checkpoint, so a resumed run continues R_θ exactly.
 * **Selection.** `selection_values`: per problem, whether the final answer passes the hidden tests under the
   public-test rule and under R_θ (`mars2.search.select.final_answer`), the oracle (some node passes) and
   whether the two choices differ — "selection accuracy" of each rule on the same trees.
@@ -22,20 +24,24 @@ Only the hashed n-gram model is wired into the pipeline: a value-head R_θ needs
 (a policy checkpoint) that train.py does not build for it."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
+import random
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from mars2.reward_model.data import RMExample, examples_from_trees, split_by_problem
+from mars2.reward_model.data import RMExample, examples_from_trees
 from mars2.reward_model.model import HashedNgramRM
 from mars2.reward_model.trainer import (
-    RMTrainConfig, evaluate_reward_model, load_reward_model, save_reward_model, train_reward_model,
+    RMTrainConfig, evaluate_reward_model, load_reward_model, make_optimizer, save_reward_model,
+    train_reward_model,
 )
 from mars2.search.select import candidates, final_answer
 from mars2.search.tree import Tree
@@ -50,7 +56,8 @@ PIPELINE_MODELS = ("hashed_ngram",)
 
 
 class RoundwiseRM:
-    """The run's R_θ: examples of every round so far, the model fit on them, and the fit records."""
+    """The run's R_θ: the examples of every round so far, the model and its optimiser (both kept across rounds),
+    and the per-round fit records."""
 
     def __init__(self, fit: RMTrainConfig, holdout_frac: float = 0.2, mode: str = "tiebreak",
                  model_kwargs: Mapping[str, Any] | None = None) -> None:
@@ -60,7 +67,12 @@ class RoundwiseRM:
         self.model_kwargs = dict(model_kwargs or {})
         self.examples: list[RMExample] = []
         self.history: list[dict[str, float]] = []
-        self.model: HashedNgramRM | None = None
+        self._features: dict = {}  # shared feature cache: each program is featurised once
+        with torch.random.fork_rng(devices=[]):  # module construction draws from the global RNG
+            self.model = HashedNgramRM(**{"seed": fit.seed, **self.model_kwargs})
+        self.model.feature_cache = self._features
+        self.optimizer = make_optimizer(self.model, fit)
+        self.fitted = False
 
     @classmethod
     def from_config(cls, rm: Mapping[str, Any] | None, seed: int) -> "RoundwiseRM | None":
@@ -79,32 +91,43 @@ class RoundwiseRM:
         return cls(RMTrainConfig(**kw), holdout_frac=float(rm.get("holdout_frac", 0.2)),
                    mode=str(rm.get("mode", "tiebreak")))
 
+    def held_out(self, problem_id: str) -> bool:
+        """Whether a problem's nodes are held out: a seeded hash of its id, so the assignment never changes as
+        problems arrive (round after round) and a problem is on one side only."""
+        h = zlib.crc32(f"{self.fit_cfg.seed}:{problem_id}".encode()) / 2**32
+        return h < self.holdout_frac
+
     # -- one round ---------------------------------------------------------------------------------------------
     def add_round(self, trees: Sequence[Tree], problems: Sequence[Problem], round_idx: int) -> dict[str, float]:
-        """Add the round's nodes and refit; the ``rm/...`` metrics of the fit."""
+        """Add the round's nodes, update R_θ on them (`update`); the ``rm/...`` metrics."""
         new = examples_from_trees(trees, problems)
         self.examples.extend(new)
-        rec = self.refit()
+        rec = self.update(new, round_idx)
         rec.update({"round": float(round_idx + 1), "new_examples": float(len(new))})
         self.history.append(rec)
         return {f"rm/{k}": v for k, v in rec.items() if k != "round" and not _nan(v)}
 
-    def refit(self) -> dict[str, float]:
-        """Fit a freshly initialised R_θ on the training problems' examples (without touching the global RNGs);
-        its record: examples, positives, last-epoch train loss, held-out metrics, seconds."""
+    def update(self, new: Sequence[RMExample], round_idx: int) -> dict[str, float]:
+        """``epochs`` epochs over the round's new training examples plus as many older ones (a seeded replay
+        sample, so earlier rounds are not forgotten), continuing the model and optimiser of the previous
+        rounds; then held-out metrics over every held-out example so far. Cost per round ∝ the round's nodes."""
         t0 = time.perf_counter()
-        train, held = split_by_problem(self.examples, self.holdout_frac, seed=self.fit_cfg.seed)
+        train = [e for e in self.examples if not self.held_out(e.problem_id)]
+        fresh = [e for e in new if not self.held_out(e.problem_id)]
+        old = train[: len(train) - len(fresh)]
+        rng = random.Random(self.fit_cfg.seed * 7_919 + round_idx)
+        batch = fresh + rng.sample(old, min(len(old), len(fresh)))
         rec: dict[str, float] = {"examples": float(len(self.examples)), "train_examples": float(len(train)),
                                  "pos_frac": _mean([e.label for e in self.examples])}
-        if not train:
-            return rec
-        with torch.random.fork_rng(devices=[]):
-            model = HashedNgramRM(**{"seed": self.fit_cfg.seed, **self.model_kwargs})
-            hist = train_reward_model(model, train, self.fit_cfg)
-        self.model = model
-        rec["train_loss"] = hist[-1]["train_loss"]
-        if held:
-            ho = evaluate_reward_model(model, held)
+        if batch:
+            with torch.random.fork_rng(devices=[]):
+                cfg = dataclasses.replace(self.fit_cfg, seed=self.fit_cfg.seed + round_idx)
+                hist = train_reward_model(self.model, batch, cfg, optimizer=self.optimizer)
+            self.fitted = True
+            rec["train_loss"] = hist[-1]["train_loss"]
+        held = [e for e in self.examples if self.held_out(e.problem_id)]
+        if held and self.fitted:
+            ho = evaluate_reward_model(self.model, held)
             rec.update({"held_out_auc": ho["auc"], "held_out_accuracy": ho["accuracy"], "held_out_n": ho["n"]})
         rec["fit_s"] = time.perf_counter() - t0
         return rec
@@ -112,9 +135,7 @@ class RoundwiseRM:
     # -- files and checkpoint state ----------------------------------------------------------------------------
     def save(self, run_dir: Path) -> Path | None:
         """``<run_dir>/reward_model/rm.pt`` and ``fit.json`` (atomically replaced); None before the first fit."""
-        if self.model is None and self.examples:
-            self.refit()
-        if self.model is None:
+        if not self.fitted:
             return None
         d = Path(run_dir) / RUN_DIR_NAME
         d.mkdir(parents=True, exist_ok=True)
@@ -131,13 +152,25 @@ class RoundwiseRM:
 
     def state_dict(self) -> dict[str, Any]:
         return {"examples": [dataclasses.asdict(e) for e in self.examples], "history": list(self.history),
-                "fit": dataclasses.asdict(self.fit_cfg), "holdout_frac": self.holdout_frac, "mode": self.mode}
+                "fit": dataclasses.asdict(self.fit_cfg), "holdout_frac": self.holdout_frac, "mode": self.mode,
+                "model_kwargs": dict(self.model_kwargs), "fitted": self.fitted,
+                # copies: a state must not alias the live tensors it will be restored into (AdamW's moments)
+                "model": copy.deepcopy(self.model.state_dict()), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Examples and records of a checkpoint; the model is refit from them when next needed."""
+        """Examples, records, weights and optimiser moments of a checkpoint: the next round continues exactly."""
         self.examples = [RMExample(**e) for e in state.get("examples", [])]
         self.history = list(state.get("history", []))
-        self.model = None
+        self.fitted = bool(state.get("fitted", False))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "RoundwiseRM":
+        fit = cls(RMTrainConfig(**state["fit"]), holdout_frac=state["holdout_frac"], mode=state.get("mode", "tiebreak"),
+                  model_kwargs=state.get("model_kwargs"))
+        fit.load_state_dict(state)
+        return fit
 
 
 def run_reward_model_path(run_dir: Path) -> Path | None:
@@ -147,17 +180,13 @@ def run_reward_model_path(run_dir: Path) -> Path | None:
 
 
 def load_run_reward_model(run_dir: Path, checkpoint: Path | None = None) -> Any:
-    """The R_θ of a train.py run: refit from the examples in ``checkpoint`` (a killed run evaluated at its last
-    checkpoint: the R_θ of that round exactly) when it holds them, else ``<run_dir>/reward_model/rm.pt``;
-    None when the run trained none."""
+    """The R_θ of a train.py run: the one in ``checkpoint`` (a killed run evaluated at its last checkpoint: the
+    R_θ of that round exactly) when it holds one, else ``<run_dir>/reward_model/rm.pt``; None when the run
+    trained none."""
     if checkpoint is not None and Path(checkpoint).is_file():
         state = _checkpoint_rm_state(Path(checkpoint))
-        if state is not None:
-            fit = RoundwiseRM(RMTrainConfig(**state["fit"]), holdout_frac=state["holdout_frac"])
-            fit.load_state_dict(state)
-            fit.refit()
-            if fit.model is not None:
-                return fit.model
+        if state is not None and state.get("fitted"):
+            return RoundwiseRM.from_state(state).model
     path = run_reward_model_path(run_dir)
     return load_reward_model(path) if path is not None else None
 

@@ -288,7 +288,7 @@ class TreeSearchRollout(pl.Callback):
         metrics, trees = result.metrics, result.trees
         per_problem.record(self.output_dir, result, round_idx, self.seed)  # for paired comparisons (compare.py)
         self._close_progress_bar()
-        if self.reward_model is not None and self.reward_model.model is not None:
+        if self.reward_model is not None and self.reward_model.fitted:  # after the first round
             metrics.update(self._selection_metrics(problems, trees, budget))
         metrics["round"] = float(round_idx)
         save_eval_trees(self.output_dir, trees, round_idx)
