@@ -15,12 +15,13 @@ import numpy as np
 from mars2.search.ab_mcts import DISCOUNT_FORMS, PARALLEL_RULES, ABMCTSSearch, GenDiscount, TreeSearch
 from mars2.search.baselines import IIDSearch, SequentialSearch
 from mars2.search.posteriors import POSTERIOR_KINDS
+from mars2.sandbox.feedback import STYLES
 from mars2.search.tree import Tree
 from mars2.tasks.problem import Problem
 
 MODES = ("ab_mcts", "iid", "sequential", "t_plus")
 SCORES = ("pass_all", "fraction")
-FEEDBACK_STYLES = ("vanilla", "t_plus")
+FEEDBACK_STYLES = STYLES  # the refinement feedback formats (mars2.sandbox.feedback formats them)
 PRIOR_MEAN_SCOPES = ("agents", "all")
 DEFAULT_GEN_DISCOUNT = {"gamma0": 0.98, "delta": 0.02, "gamma_min": 0.5, "form": "probability"}
 
