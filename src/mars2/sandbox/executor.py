@@ -457,25 +457,96 @@ class _Worker:
     # -- one run ------------------------------------------------------------------------------------
     def execute(self, req: dict, on_result: Callable[[dict], int | None], budget_s: float) -> None:
         """Send a run request; ``on_result`` gets each result frame and may return a group to stop."""
+        self.collect(self.submit(req), on_result, budget_s)
+
+    def submit(self, req: dict) -> int:
+        """Send a run request (the server queues it behind the ones it has); returns its id."""
         self.rid += 1
-        req = {**req, "op": "run", "id": self.rid}
-        self._send(req)
+        self._send({**req, "op": "run", "id": self.rid})
+        return self.rid
+
+    def collect(self, rid: int, on_result: Callable[[dict], int | None], budget_s: float) -> None:
+        """Result frames of run ``rid`` until it is done (frames of earlier runs are skipped)."""
         deadline = time.monotonic() + budget_s
         while True:
             msg = self._next(deadline)
-            if msg.get("id") != self.rid:
+            if msg.get("id") != rid:
                 continue
             if msg.get("op") == "done":
                 return
             if msg.get("op") == "res":
                 stop = on_result(msg)
                 if stop is not None:
-                    self._send({"op": "stop", "id": self.rid, "group": stop})
+                    self._send({"op": "stop", "id": rid, "group": stop})
 
 
 # ----------------------------------------------------------------------------------------------------
 # The sandbox
 # ----------------------------------------------------------------------------------------------------
+
+class _Job:
+    """One program run as the parent sees it: the request (None when nothing needs running), the verdicts
+    so far, and the callback that judges each result frame."""
+
+    def __init__(self, sb: "Sandbox", program: str | None, problem: Problem, groups: list[list[TestCase]],
+                 stop_on_first_failure: bool | None) -> None:
+        cfg = sb.config
+        self.stop = cfg.stop_on_first_failure if stop_on_first_failure is None else stop_on_first_failure
+        self.problem, self.tol = problem, cfg.float_tol
+        self.t_start = time.monotonic()
+        self.flat = [(g, t) for g, tests in enumerate(groups) for t in tests]
+        self.n_groups = len(groups)
+        self.got: dict[int, TestVerdict] = {}
+        self.stopped: set[int] = set()
+        self.req: dict | None = None
+        self.t_done: float | None = None  # when its results were all in (None: not run / not yet)
+        if program is None:
+            for i, (g, t) in enumerate(self.flat):
+                self.got[i] = _failure_verdict(problem, t, "no_code", "no code found")
+            return
+        if not self.flat:
+            return
+        self.req = sb._request(program, problem, self.flat)
+        self.req["stream"] = self.stop  # results as they come (to stop early), else all at once
+        timeout = cfg.timeout_s
+        self.budget = len(self.flat) * (2 * timeout + 1.0) + timeout + 15.0
+
+    def start(self) -> None:
+        self.t_start = time.monotonic()
+
+    def finish(self) -> None:
+        self.t_done = time.monotonic()
+        self.req = None  # every test input: not needed any more
+
+    def on_result(self, msg: dict) -> int | None:
+        i = msg.get("i")
+        if not isinstance(i, int) or not 0 <= i < len(self.flat) or i in self.got:
+            return None
+        g, test = self.flat[i]
+        if g in self.stopped:
+            return None
+        v = _verdict(self.problem, test, msg, self.tol)
+        self.got[i] = v
+        if self.stop and not v.passed:
+            self.stopped.add(g)
+            return g
+        return None
+
+    def fail(self, e: Exception) -> None:
+        for i, (g, test) in enumerate(self.flat):
+            if i not in self.got and g not in self.stopped:
+                self.got[i] = _failure_verdict(self.problem, test, "runtime_error", f"SandboxError: {e}")
+                if self.stop:
+                    self.stopped.add(g)
+
+    def results(self) -> list[ExecResult]:
+        verdicts: list[list[TestVerdict]] = [[] for _ in range(self.n_groups)]
+        for i, (g, _) in enumerate(self.flat):
+            if i in self.got:
+                verdicts[g].append(self.got[i])
+        wall = 0.0 if self.t_done is None else self.t_done - self.t_start
+        return [ExecResult(v, wall) for v in verdicts]
+
 
 class Sandbox:
     """Scores programs on tests (method.md §2). Thread-safe; ``evaluate_many`` runs ``workers`` programs at
@@ -575,8 +646,10 @@ class Sandbox:
         if not items:
             return []
         self._ensure_started()
-        if len(items) == 1 or self.config.workers == 1:
+        if len(items) == 1:
             return [self.evaluate(p, prog) for p, prog in items]
+        if self.config.workers == 1:
+            return self._evaluate_pipelined(items)
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="sandbox")
@@ -586,58 +659,77 @@ class Sandbox:
     # -- internals ----------------------------------------------------------------------------------
     def _run_groups(self, program: str | None, problem: Problem, groups: list[list[TestCase]],
                     stop_on_first_failure: bool | None) -> list[ExecResult]:
-        stop = self.config.stop_on_first_failure if stop_on_first_failure is None else stop_on_first_failure
-        t_start = time.monotonic()
-        flat = [(g, t) for g, tests in enumerate(groups) for t in tests]
-        verdicts: list[list[TestVerdict]] = [[] for _ in groups]
-        if program is None:
-            for g, t in flat:
-                verdicts[g].append(_failure_verdict(problem, t, "no_code", "no code found"))
-            return [ExecResult(v, 0.0) for v in verdicts]
-        if not flat:
-            return [ExecResult([], 0.0) for _ in groups]
-        req = self._request(program, problem, flat)
-        req["stream"] = stop  # results as they come (to stop early), else all at once
-        got: dict[int, TestVerdict] = {}
-        stopped: set[int] = set()
-
-        def on_result(msg: dict) -> int | None:
-            i = msg.get("i")
-            if not isinstance(i, int) or not 0 <= i < len(flat) or i in got:
-                return None
-            g, test = flat[i]
-            if g in stopped:
-                return None
-            v = _verdict(problem, test, msg, self.config.float_tol)
-            got[i] = v
-            if stop and not v.passed:
-                stopped.add(g)
-                return g
-            return None
-
-        timeout = self.config.timeout_s
-        budget = len(flat) * (2 * timeout + 1.0) + timeout + 15.0
+        job = _Job(self, program, problem, groups, stop_on_first_failure)
+        if job.req is None:
+            return job.results()
         self._ensure_started()
         worker = self._idle.get()
         try:
             if not worker.alive():
                 self._restart(worker)
-            worker.execute(req, on_result, budget)
+            job.start()
+            worker.execute(job.req, job.on_result, job.budget)
         except _ServerDied as e:
             log.warning("sandbox: server failure (%s); restarting it", e)
             self._restart(worker, quiet=True)
-            for i, (g, test) in enumerate(flat):
-                if i not in got and g not in stopped:
-                    got[i] = _failure_verdict(problem, test, "runtime_error", f"SandboxError: {e}")
-                    if stop:
-                        stopped.add(g)
+            job.fail(e)
         finally:
             self._idle.put(worker)
-        for i, (g, _) in enumerate(flat):
-            if i in got:
-                verdicts[g].append(got[i])
-        wall = time.monotonic() - t_start
-        return [ExecResult(v, wall) for v in verdicts]
+        job.finish()
+        return job.results()
+
+    def _evaluate_pipelined(self, items: list[tuple[Problem, str | None]]) -> list[Evaluation]:
+        """One worker: the next program's request is sent before the current one's results are read, so
+        the server starts on it while this process judges (it runs queued requests one after another).
+        Verdicts and failure handling are those of :meth:`evaluate`; with stop_on_first_failure
+        (results streamed, stop messages) programs run one at a time."""
+        if self.config.stop_on_first_failure:
+            return [self.evaluate(p, prog) for p, prog in items]
+        jobs: list[_Job | None] = [None] * len(items)
+        worker = self._idle.get()
+        try:
+            inflight: list[tuple[int, int]] = []  # (item index, request id), in the server's order
+            k = 0
+            while k < len(items) or inflight:
+                try:
+                    if not worker.alive():
+                        self._restart(worker)  # raises SandboxError if it cannot (as evaluate does)
+                    while k < len(items) and len(inflight) < 2:
+                        job = jobs[k]
+                        if job is None:  # built when first needed (requests hold every test input)
+                            p, prog = items[k]
+                            job = jobs[k] = _Job(self, prog, p, [list(p.public_tests), list(p.hidden_tests)], None)
+                        if job.req is not None:
+                            inflight.append((k, worker.submit(job.req)))
+                        k += 1
+                    if not inflight:
+                        continue
+                    idx, rid = inflight[0]
+                    job = jobs[idx]
+                    assert job is not None
+                    job.start()
+                    worker.collect(rid, job.on_result, job.budget)
+                    job.finish()
+                    inflight.pop(0)
+                except _ServerDied as e:
+                    log.warning("sandbox: server failure (%s); restarting it", e)
+                    self._restart(worker, quiet=True)
+                    if inflight:  # the server runs requests in order: the first one was running
+                        failed = jobs[inflight.pop(0)[0]]
+                        assert failed is not None
+                        failed.fail(e)
+                        failed.finish()
+                    if inflight:  # requests queued at the dead server are sent again to the new one
+                        k = inflight[0][0]
+                    inflight = []
+        finally:
+            self._idle.put(worker)
+        out = []
+        for job in jobs:
+            assert job is not None
+            public, hidden = job.results()
+            out.append(Evaluation(public=public, hidden=hidden))
+        return out
 
     def _restart(self, worker: _Worker, quiet: bool = False) -> None:
         worker.kill()
