@@ -13,6 +13,7 @@ eval mode for generation and restored to their previous mode afterwards.
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import torch
@@ -69,7 +70,8 @@ class HFBackend(BackendBase):
         seed: int = 0,
         greedy: bool = False,
         enable_thinking: bool = False,
-        split_cost_tokens: int = 512,
+        split_cost_tokens: int = 128,
+        prefix_cache_tokens: int = 32768,
     ) -> None:
         missing = set(models) ^ set(tokenizers)
         if missing:
@@ -86,14 +88,24 @@ class HFBackend(BackendBase):
         self.greedy = bool(greedy)
         # MARTI disables Qwen3's thinking block; templates without that switch ignore the keyword.
         self.enable_thinking = bool(enable_thinking)
-        # A batch's fixed cost in padded prompt tokens (measured on CPU: time ~ a + b * rows * width, a/b ~ 500):
-        # a length-sorted batch is split where the padding saved is worth more than one more batch.
-        # <= 0: never split (batches of max_batch_size only).
+        # Decoding runs one batch per max_batch_size rows of a policy: its per-step cost is mostly fixed (tiny
+        # models on CPU: a 1-row step costs half a 16-row one), so splitting a decode batch by prompt length
+        # costs a whole extra decode loop. Prefill is what padding makes expensive; it runs in length groups:
+        # a prefill forward's fixed cost in padded prompt tokens (CPU: time ~ a + b * rows * width, a/b ~ 100);
+        # <= 0 (with the prefix cache off): one padded forward per decode batch, as plain HF does.
         self.split_cost_tokens = int(split_cost_tokens)
+        # KV of earlier prompts of a policy, reused for the longest shared prefix of a new prompt (a tree's
+        # fresh and refinement prompts share system prompt + problem statement), at most this many tokens
+        # per policy (LRU); emptied when the policy's weights change. 0: off.
+        self.prefix_cache_tokens = int(prefix_cache_tokens)
+        self._prefix_stores: dict[str, PrefixKVCache] = {}
+        self.prefix_hit_tokens = 0  # prompt tokens whose KV came from the prefix cache (statistics)
         super().__init__()  # calls (part of each call's RNG seed), tokens_generated
 
     def close(self) -> None:
-        """Nothing to release: the modules belong to the trainer (same interface as `VLLMBackend.close`)."""
+        """Nothing to release but the prefix cache: the modules belong to the trainer (same interface as
+        `VLLMBackend.close`)."""
+        self._prefix_stores.clear()
 
     # ------------------------------------------------------------------------------------------------
     def prompt_ids(self, policy_id: str, messages: list[dict[str, str]]) -> list[int]:
@@ -118,10 +130,10 @@ class HFBackend(BackendBase):
             was_training = model.training
             model.eval()
             try:
-                for a, b in padding_batches([len(prompts[i]) for i in order], self.max_batch_size,
-                                            self.split_cost_tokens):
+                for a, b in decode_batches(len(order), self.max_batch_size):
                     chunk = order[a:b]
-                    results = self._generate_batch(model, tok, [prompts[i] for i in chunk], gen, greedy, max_new, device)
+                    results = self._generate_batch(model, pid, tok, [prompts[i] for i in chunk], gen, greedy,
+                                                   max_new, device)
                     for i, (resp, lps, truncated) in zip(chunk, results):
                         out[i] = Generation(
                             text=tok.decode(resp, skip_special_tokens=True),
@@ -137,20 +149,115 @@ class HFBackend(BackendBase):
         return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------------------
+    def _prefill(self, model, pid: str, prompts: list[list[int]], device, pad: int, extra: int = 0):
+        """KV cache, attention mask and last-position logits of a decode batch's left-padded prompts.
+
+        The returned cache has the plain layout (row r's prompt right-aligned in width ``max(len)``, mask 0 on
+        the padding), so decoding proceeds exactly as after one padded forward. With ``split_cost_tokens > 0``
+        or the prefix cache on, it is computed in pieces: each row first takes the KV of its longest prefix
+        already computed for an earlier prompt of this policy (same weights; ``prefix_cache_tokens``), then the
+        remaining suffixes are prefilled in length groups (`padding_batches` on suffix lengths), the group's
+        cached prefixes left-padded in front of its left-padded suffixes; the real positions are then gathered
+        into the plain layout. Attention gives masked positions weight exactly 0, so the KV values and logits
+        are those of the single padded forward up to float rounding (~1e-7) and the sampling is unchanged.
+        The cache's layers are preallocated for ``extra`` more positions (`_BufferLayer`)."""
+        b = len(prompts)
+        lens = [len(p) for p in prompts]
+        width = max(lens)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for r, n in enumerate(lens):
+            mask[r, width - n:] = 1
+        mask = mask.to(device)
+        store = self._prefix_store(pid, model)
+        if (store is None and self.split_cost_tokens <= 0) or not _plain_kv_layers(model):
+            ids = torch.full((b, width), pad, dtype=torch.long)
+            for r, p in enumerate(prompts):  # left padding: the last prompt token of every row is at -1
+                ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            ids = ids.to(device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            cache = _out_cache(out)
+            if _plain_kv_layers(model):
+                cache = _make_cache([(lay.keys, lay.values) for lay in cache.layers], extra)
+            return cache, out.logits[:, -1, :], mask
+        hits = [store.lookup(p) if store is not None else (0, None) for p in prompts]
+        self.prefix_hit_tokens += sum(m for m, _ in hits)
+        suffix = [n - m for n, (m, _) in zip(lens, hits)]
+        order = sorted(range(b), key=lambda r: suffix[r])
+        keys: list[list[torch.Tensor]] | None = None
+        values: list[list[torch.Tensor]] | None = None
+        logits_parts, rows_done = [], []
+        for a, z in padding_batches([suffix[r] for r in order], b, self.split_cost_tokens):
+            rows = order[a:z]
+            g, big_m, big_s = len(rows), max(hits[r][0] for r in rows), max(suffix[r] for r in rows)
+            ids = torch.full((g, big_s), pad, dtype=torch.long)
+            gmask = torch.zeros((g, big_m + big_s), dtype=torch.long)
+            pos = torch.zeros((g, big_s), dtype=torch.long)
+            src = torch.full((g, width), big_m + big_s - 1, dtype=torch.long)  # padding: any real column
+            for j, r in enumerate(rows):
+                m, s = hits[r][0], suffix[r]
+                ids[j, big_s - s:] = torch.tensor(prompts[r][m:], dtype=torch.long)
+                gmask[j, big_m - m:big_m] = 1
+                gmask[j, big_m + big_s - s:] = 1
+                pos[j, big_s - s:] = torch.arange(m, m + s)
+                src[j, width - m - s:width - s] = torch.arange(big_m - m, big_m)
+                src[j, width - s:] = torch.arange(big_m + big_s - s, big_m + big_s)
+            kw = {}
+            if big_m:
+                past = []
+                for layer, (k0, v0) in enumerate(hits[next(r for r in rows if hits[r][0])][1]):
+                    kp = k0.new_zeros((g, k0.shape[0], big_m, k0.shape[2]))
+                    vp = v0.new_zeros((g, v0.shape[0], big_m, v0.shape[2]))
+                    for j, r in enumerate(rows):
+                        m, kv = hits[r]
+                        if m:
+                            kp[j, :, big_m - m:] = kv[layer][0][:, :m]
+                            vp[j, :, big_m - m:] = kv[layer][1][:, :m]
+                    past.append((kp, vp))
+                kw[_cache_kwarg(model)] = _make_cache(past)
+            out = model(input_ids=ids.to(device), attention_mask=gmask.to(device), position_ids=pos.to(device),
+                        use_cache=True, logits_to_keep=1, **kw)
+            cache = _out_cache(out)
+            idx = src.to(device)[:, None, :, None]
+            gk, gv = [], []
+            for lay in cache.layers:
+                e = idx.expand(-1, lay.keys.shape[1], -1, lay.keys.shape[3])
+                gk.append(lay.keys.gather(2, e))
+                gv.append(lay.values.gather(2, e))
+            if keys is None:
+                keys, values = [[] for _ in gk], [[] for _ in gv]
+            for layer in range(len(gk)):
+                keys[layer].append(gk[layer])
+                values[layer].append(gv[layer])
+            logits_parts.append(out.logits[:, -1, :])
+            rows_done.extend(rows)
+        inv = torch.empty(b, dtype=torch.long)
+        inv[torch.tensor(rows_done)] = torch.arange(b)
+        inv = inv.to(device)
+        layers = [(torch.cat(keys[layer]).index_select(0, inv), torch.cat(values[layer]).index_select(0, inv))
+                  for layer in range(len(keys))]
+        if store is not None:
+            for r, p in enumerate(prompts):
+                n = lens[r]
+                store.add(p, [(k[r, :, width - n:].clone(), v[r, :, width - n:].clone()) for k, v in layers])
+        return _make_cache(layers, extra), torch.cat(logits_parts).index_select(0, inv), mask
+
+    def _prefix_store(self, pid: str, model) -> "PrefixKVCache | None":
+        """This policy's prefix store, emptied when the module's weights moved (in-place version counters)."""
+        if self.prefix_cache_tokens <= 0:
+            return None
+        version = (id(model), sum(int(p._version) for p in model.parameters()))
+        store = self._prefix_stores.get(pid)
+        if store is None or store.version != version:
+            store = self._prefix_stores[pid] = PrefixKVCache(self.prefix_cache_tokens, version)
+        return store
+
     @torch.inference_mode()
-    def _generate_batch(self, model, tok, prompts: list[list[int]], gen: torch.Generator, greedy: bool,
+    def _generate_batch(self, model, pid, tok, prompts: list[list[int]], gen: torch.Generator, greedy: bool,
                         max_new: int, device) -> list[tuple[list[int], list[float], bool]]:
         eos = eos_ids(model, tok)
         pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos))
         b = len(prompts)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for r, p in enumerate(prompts):  # left padding: the last prompt token of every row is at -1
-            ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[r, width - len(p):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         eos_t = torch.tensor(sorted(eos), device=device)
 
         responses: list[list[int]] = [[] for _ in range(b)]
@@ -158,10 +265,8 @@ class HFBackend(BackendBase):
         done = [False] * b
         active = torch.arange(b, device=device)  # original row of each live batch row
         ckw = _cache_kwarg(model)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache = _out_cache(out)
-        logits = out.logits[:, -1, :]
-        next_pos = pos[:, -1:] + 1
+        cache, logits, mask = self._prefill(model, pid, prompts, device, pad, extra=max_new)
+        next_pos = torch.tensor([[len(p)] for p in prompts], dtype=torch.long, device=device)
         for step in range(max_new):
             logp = sampling_logprobs(logits, self.temperature, self.top_p)
             if greedy:
@@ -190,6 +295,128 @@ class HFBackend(BackendBase):
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [(responses[r], logps[r], not done[r]) for r in range(b)]
+
+
+def decode_batches(n: int, max_batch: int) -> list[tuple[int, int]]:
+    """``n`` length-sorted rows in the fewest batches of at most ``max_batch`` rows, of near-equal size."""
+    if n == 0:
+        return []
+    k = -(-n // max_batch)
+    cuts = [round(i * n / k) for i in range(k + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(k)]
+
+
+class PrefixKVCache:
+    """Per-policy LRU store of prompt KV tensors (per layer ``(keys, values)`` of shape ``[kv_heads, n,
+    head_dim]``, positions 0..n-1), looked up by longest shared token prefix: every prefix of a stored prompt
+    whose length is a multiple of ``block`` is indexed, and a match found there is extended token by token.
+    ``version`` ties the store to the weights it was computed with (the caller replaces the store when they
+    change): stale KV would silently change the outputs."""
+
+    def __init__(self, max_tokens: int, version: object = None, block: int = 16) -> None:
+        from collections import OrderedDict
+
+        self.max_tokens, self.version, self.block = int(max_tokens), version, int(block)
+        self.entries: "OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]]" = OrderedDict()
+        self.index: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self.tokens = 0
+
+    def lookup(self, prompt: Sequence[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """``(m, kv)``: the longest stored prefix ``prompt[:m]`` (``m <= len(prompt) - 1``: the last prompt
+        token is always computed, for its logits; at least one block) and the entry holding it."""
+        limit = len(prompt) - 1
+        for k in range(limit // self.block, 0, -1):
+            key = self.index.get(tuple(prompt[: k * self.block]))
+            if key is not None:
+                kv = self.entries[key]
+                self.entries.move_to_end(key)
+                m, stop = k * self.block, min(limit, len(key))
+                while m < stop and key[m] == prompt[m]:
+                    m += 1
+                return m, kv
+        return 0, None
+
+    def add(self, prompt: Sequence[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        key = tuple(prompt)
+        if len(key) < self.block or len(key) > self.max_tokens:
+            return
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return
+        self.entries[key] = kv
+        self.tokens += len(key)
+        for k in range(1, len(key) // self.block + 1):
+            self.index[key[: k * self.block]] = key
+        while self.tokens > self.max_tokens:
+            old, _ = self.entries.popitem(last=False)
+            self.tokens -= len(old)
+            for k in range(1, len(old) // self.block + 1):
+                if self.index.get(old[: k * self.block]) is old:
+                    del self.index[old[: k * self.block]]
+
+
+def _plain_kv_layers(model) -> bool:
+    """Every layer a full-attention KV layer (what `HFBackend._prefill`'s gather assumes); sliding-window or
+    linear-attention layers take the single padded forward."""
+    types = getattr(getattr(model, "config", None), "layer_types", None)
+    return not types or all(t == "full_attention" for t in types)
+
+
+def _make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], extra: int = 0):
+    """A `DynamicCache` holding ``layers``; with ``extra > 0`` its layers are `_BufferLayer`s with room for
+    ``extra`` more positions."""
+    from transformers.cache_utils import DynamicCache
+
+    if extra <= 0:
+        return DynamicCache(ddp_cache_data=layers)
+    cache = DynamicCache()
+    cache.layers = [_buffer_layer(k, v, extra) for k, v in layers]
+    return cache
+
+
+def _buffer_layer(keys: torch.Tensor, values: torch.Tensor, extra: int):
+    return _buffer_layer_class()(keys, values, extra)
+
+
+@functools.lru_cache(maxsize=1)
+def _buffer_layer_class():
+    """A full-attention KV layer that writes new positions in place into a preallocated buffer and hands
+    attention views of it, instead of ``DynamicLayer``'s ``torch.cat`` of the whole cache every step (on CPU
+    that copy was the largest single cost of a tiny model's decode step: ~30 % of it). Same values, same
+    shapes: only where they live changes."""
+    from transformers.cache_utils import DynamicLayer
+
+    class _BufferLayer(DynamicLayer):
+        def __init__(self, k: torch.Tensor, v: torch.Tensor, room: int) -> None:
+            super().__init__()
+            n = k.shape[-2]
+            self.kbuf = k.new_empty((*k.shape[:2], n + room, k.shape[3]))
+            self.vbuf = v.new_empty((*v.shape[:2], n + room, v.shape[3]))
+            self.kbuf[:, :, :n] = k
+            self.vbuf[:, :, :n] = v
+            self.n, self.device, self.is_initialized = n, k.device, True
+            self._views()
+
+        def _views(self) -> None:
+            self.keys, self.values = self.kbuf[:, :, : self.n], self.vbuf[:, :, : self.n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            m = key_states.shape[-2]
+            if self.n + m > self.kbuf.shape[2]:  # out of room: grow (not reached with room = max_new)
+                grow = max(m, self.kbuf.shape[2])
+                self.kbuf = torch.cat([self.kbuf, self.kbuf.new_empty((*self.kbuf.shape[:2], grow, self.kbuf.shape[3]))], 2)
+                self.vbuf = torch.cat([self.vbuf, self.vbuf.new_empty((*self.vbuf.shape[:2], grow, self.vbuf.shape[3]))], 2)
+            self.kbuf[:, :, self.n : self.n + m] = key_states
+            self.vbuf[:, :, self.n : self.n + m] = value_states
+            self.n += m
+            self._views()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.kbuf, self.vbuf = self.kbuf[indices, ...], self.vbuf[indices, ...]
+            self._views()
+
+    return _BufferLayer
 
 
 def padding_batches(lengths: Sequence[int], max_batch: int, split_cost: int) -> list[tuple[int, int]]:

@@ -1,0 +1,149 @@
+"""HF backend prefill paths (issue 21.2): the prefix KV cache and length-grouped prefill must leave the
+sampled tokens and their log-probs those of the plain single padded prefill (same seed, same decode batches)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mars2.agents.models import PolicySpec, build_policy
+from mars2.agents.tokenizer import build_tiny_tokenizer
+from mars2.rollout.backend import GenerationRequest
+from mars2.rollout.hf_backend import HFBackend, PrefixKVCache, decode_batches
+
+CORPUS = [
+    "Given a list of integers xs: keep only the even numbers, then return the sum.",
+    "def solve(xs):\n    xs = [x for x in xs if x % 2 == 0]\n    return sum(xs)",
+    "Given a string s: reverse it, then return the length.",
+    "Previous program: Feedback: failed test expected got Fix the program.",
+] * 20
+STATEMENTS = [
+    "Given a list of integers xs: keep only the even numbers, then return the sum.",
+    "Given a string s: reverse it, then return the length.",
+]
+
+
+def _fresh(stmt: str, system: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"{stmt}\nWrite a function. Answer with one ```python code block."}]
+
+
+def _refine(stmt: str, system: str, k: int) -> list[dict[str, str]]:
+    program = "def solve(xs):\n    return sum(xs)\n" * k
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"{stmt}\nWrite a function.\nPrevious program:\n```python\n{program}```\n"
+                                        f"Feedback:\nfailed test {k}: expected 2 got {k}\nFix the program."}]
+
+
+def _tree_calls() -> list[list[tuple[str, list[dict[str, str]]]]]:
+    """Three rounds shaped like a tree rollout: fresh prompts first, then refinements of growing length that
+    share system prompt + statement with them; two policies, two system prompts, mixed lengths per call."""
+    sys_a, sys_b = "You are an expert Python programmer.", "You debug Python programs."
+    r1 = [("q", _fresh(s, sys_a)) for s in STATEMENTS] + [("l", _fresh(s, sys_b)) for s in STATEMENTS]
+    r2 = [("q", _refine(STATEMENTS[0], sys_a, 1)), ("q", _fresh(STATEMENTS[1], sys_a)),
+          ("l", _refine(STATEMENTS[1], sys_b, 2)), ("l", _fresh(STATEMENTS[0], sys_b))]
+    r3 = [("q", _refine(STATEMENTS[0], sys_a, 3)), ("q", _refine(STATEMENTS[1], sys_a, 1)),
+          ("l", _refine(STATEMENTS[0], sys_b, 1)), ("q", _fresh(STATEMENTS[0], sys_a)),
+          ("l", _refine(STATEMENTS[1], sys_b, 3))]
+    return [r1, r2, r3]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    tok = build_tiny_tokenizer(CORPUS, vocab_size=512, cache_dir=tmp_path_factory.mktemp("tok"))
+    q, _ = build_policy(PolicySpec("q", "qwen3", 64, 2, 2, 1, 32, 128, seed=1, tie_embeddings=False), tok)
+    l, _ = build_policy(PolicySpec("l", "llama", 64, 2, 2, 2, 32, 128, seed=2, tie_embeddings=False), tok)
+    return tok, q, l
+
+
+def _run(tok, q, l, calls, **kw):
+    be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=16, seed=11, **kw)
+    return [be.generate([GenerationRequest(pid, m) for pid, m in call]) for call in calls], be
+
+
+def _assert_same(plain, fast) -> None:
+    for call_p, call_f in zip(plain, fast):
+        for a, b in zip(call_p, call_f):
+            assert a.prompt_ids == b.prompt_ids
+            assert a.response_ids == b.response_ids
+            assert a.truncated == b.truncated
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-5
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (1.3, 0.8)])
+@pytest.mark.parametrize("split_cost", [0, 1, 128])
+def test_prefix_cache_and_grouped_prefill_equal_plain_prefill(setup, temperature, top_p, split_cost) -> None:
+    tok, q, l = setup
+    calls = _tree_calls()
+    plain, _ = _run(tok, q, l, calls, temperature=temperature, top_p=top_p, split_cost_tokens=0,
+                    prefix_cache_tokens=0)
+    fast, be = _run(tok, q, l, calls, temperature=temperature, top_p=top_p, split_cost_tokens=split_cost,
+                    prefix_cache_tokens=4096)
+    _assert_same(plain, fast)
+    # not vacuous: later calls really reused earlier prompts' KV, and the prompts have mixed lengths
+    assert be.prefix_hit_tokens > 0
+    assert len({len(g.prompt_ids) for g in fast[2]}) >= 4
+    assert all(len(g.response_ids) > 1 for call in fast for g in call)
+
+
+def test_grouped_prefill_without_prefix_cache_equals_plain(setup) -> None:
+    tok, q, l = setup
+    calls = _tree_calls()
+    plain, _ = _run(tok, q, l, calls, temperature=0.7, top_p=0.9, split_cost_tokens=0, prefix_cache_tokens=0)
+    grouped, be = _run(tok, q, l, calls, temperature=0.7, top_p=0.9, split_cost_tokens=1, prefix_cache_tokens=0)
+    _assert_same(plain, grouped)
+    assert be.prefix_hit_tokens == 0
+
+
+def test_prefix_cache_is_dropped_when_weights_change(setup) -> None:
+    tok, q, l = setup
+    calls = _tree_calls()
+    fast = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=16, seed=11, prefix_cache_tokens=4096)
+    plain = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=16, seed=11, split_cost_tokens=0,
+                      prefix_cache_tokens=0)
+    reqs = [GenerationRequest(pid, m) for pid, m in calls[0]]
+    fast.generate(reqs)
+    plain.generate(reqs)
+    hits = fast.prefix_hit_tokens
+    saved = {k: v.clone() for k, v in q.state_dict().items()}
+    try:
+        with torch.no_grad():  # an optimiser-like in-place update of one policy
+            for p in q.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        a, b = fast.generate(reqs), plain.generate(reqs)
+        for x, y in zip(a, b):
+            assert x.response_ids == y.response_ids
+            assert max(abs(u - v) for u, v in zip(x.logprobs, y.logprobs)) < 1e-5
+        # q's store was emptied (no hits for q's prompts), l's kept its entries (hits for l's prompts)
+        n_l = sum(len(g.prompt_ids) - 1 for g, (pid, _) in zip(a, calls[0]) if pid == "l")
+        assert fast.prefix_hit_tokens - hits == n_l
+    finally:
+        q.load_state_dict(saved)
+
+
+def test_prefix_kv_cache_lookup_and_eviction_by_hand() -> None:
+    kv = lambda n: [(torch.zeros(1, n, 2), torch.ones(1, n, 2))]  # noqa: E731
+    c = PrefixKVCache(max_tokens=20, block=4)
+    a = list(range(10))
+    c.add(a, kv(10))
+    assert c.lookup(a) == (9, c.entries[tuple(a)])  # the last prompt token is never taken from the cache
+    m, got = c.lookup(list(range(6)) + [99, 98])
+    assert m == 6 and got is c.entries[tuple(a)]  # block match (4) extended token by token to 6
+    assert c.lookup([0, 1, 2, 99, 4, 5]) == (0, None)  # shorter than one block shared: no reuse
+    assert c.lookup([0, 1, 2, 3]) == (0, None)  # m would be 4 > len - 1
+    b = [0, 1, 2, 3, 7, 7, 7, 7, 7]
+    c.add(b, kv(9))
+    assert c.tokens == 19
+    c.add([5] * 8, kv(8))  # 27 > 20: the least recently used entry (a) goes, with its index keys
+    assert tuple(a) not in c.entries and c.tokens == 17
+    assert c.lookup(a)[0] == 4  # still shares the first block with b
+    assert c.lookup([0, 1, 2, 3, 4, 5, 6, 7, 8])[1] is c.entries[tuple(b)]
+    assert (0, 1, 2, 3, 4, 5, 6, 7) not in c.index
+
+
+def test_decode_batches_fewest_near_equal() -> None:
+    assert decode_batches(0, 4) == []
+    assert decode_batches(5, 64) == [(0, 5)]
+    assert decode_batches(70, 64) == [(0, 35), (35, 70)]
+    assert decode_batches(9, 4) == [(0, 3), (3, 6), (6, 9)]
+    assert decode_batches(8, 4) == [(0, 4), (4, 8)]
