@@ -55,11 +55,10 @@ def _config(overrides: list[str]) -> dict:
 
 def build_untrained(c: dict, pids: list[str], problems: dict):
     """Tokenizer and random-init tiny policies as `mars2.cli.build.build_policies` makes them."""
-    from mars2.agents.models import PolicySpec, build_policy
+    from mars2.agents.models import build_policy
     from mars2.agents.tokenizer import build_tiny_tokenizer
-    from mars2.cli.build import pick
+    from mars2.schema import policy_spec, warm_start_config
     from mars2.tasks.minicode import corpus_texts
-    from mars2.training.warm_start import WarmStartConfig
 
     cache = Path(c["paths"]["cache_dir"])
     tok = build_tiny_tokenizer(corpus_texts(problems["warmup"]), vocab_size=int(c["model"]["tokenizer"]["vocab_size"]),
@@ -67,8 +66,9 @@ def build_untrained(c: dict, pids: list[str], problems: dict):
     models, toks, cfgs = {}, {}, {}
     for pid in pids:
         spec_d = dict(c["model"]["policies"][pid])
-        models[pid], toks[pid] = build_policy(pick(PolicySpec, spec_d, id=pid), tok)
-        cfgs[pid] = pick(WarmStartConfig, {**c["model"].get("warm_start_defaults", {}), **spec_d.get("warm_start", {})})
+        models[pid], toks[pid] = build_policy(policy_spec(pid, spec_d), tok)
+        cfgs[pid] = warm_start_config(c["model"].get("warm_start_defaults") or {}, spec_d.get("warm_start") or {},
+                                      f"model.policies.{pid}")
     return models, toks, cfgs
 
 
@@ -93,7 +93,7 @@ def _pass(ev) -> float:
 
 def fresh(backend, sandbox, pid, agent, probs, samples):
     """(per-sample pass list, programs, evaluations) of ``samples`` fresh solutions per problem."""
-    from mars2.agents.base import GenerationRequest
+    from mars2.rollout.backend import GenerationRequest
     from mars2.agents.extraction import extract_program
     from mars2.agents.prompts import fresh_messages
 
@@ -115,7 +115,7 @@ def repair_vs_fresh(backend, sandbox, pid, agent, fails, max_chars: int, seed: i
     """One refinement per (failing program, style) and one new fresh sample per failing program."""
     import numpy as np
 
-    from mars2.agents.base import GenerationRequest
+    from mars2.rollout.backend import GenerationRequest
     from mars2.agents.extraction import extract_program
     from mars2.agents.prompts import fresh_messages, refine_messages
     from mars2.metrics.stats import paired_bootstrap_ci
@@ -145,8 +145,9 @@ def cost(args, problems: dict, sandbox) -> dict:
     generation, update = forward/backward of the same shapes)."""
     import dataclasses
 
-    from mars2.agents.base import AgentSpec, GenerationRequest
-    from mars2.agents.hf_backend import HFBackend
+    from mars2.agents.base import AgentSpec
+    from mars2.rollout.backend import GenerationRequest
+    from mars2.rollout.hf_backend import HFBackend
     from mars2.agents.prompts import fresh_messages
     from mars2.training.warm_start import warm_start
 

@@ -51,7 +51,7 @@ def test_groups_absent_by_default_and_selectable(tmp_path, script):
     assert (chosen["paradigm"]["name"], chosen["search"]["mode"]) == ("single", "iid")
     assert (default["paradigm"]["name"], default["search"]["mode"]) == ("heterogeneous", "ab_mcts")
     if script == "train.py":
-        assert default["overwrite"] is False and default["rounds"] == 20 and chosen["rounds"] == 2
+        assert default["overwrite"] is False and default["rounds"] == 10 and chosen["rounds"] == 2
 
 
 # -- 19.2: one line per round ------------------------------------------------------------------------------------
