@@ -500,6 +500,7 @@ class _Job:
         self.stopped: set[int] = set()
         self.req: dict | None = None
         self.t_done: float | None = None  # when its results were all in (None: not run / not yet)
+        self.rid = 0  # (pipelined) its request id at the server
         if program is None:
             for i, (g, t) in enumerate(self.flat):
                 self.got[i] = _failure_verdict(problem, t, "no_code", "no code found")
@@ -646,15 +647,17 @@ class Sandbox:
         if not items:
             return []
         self._ensure_started()
-        if len(items) == 1:
-            return [self.evaluate(p, prog) for p, prog in items]
-        if self.config.workers == 1:
-            return self._evaluate_pipelined(items)
+        if len(items) == 1 or self.config.stop_on_first_failure:
+            if self.config.workers == 1 or len(items) == 1:
+                return [self.evaluate(p, prog) for p, prog in items]
+            return list(self._thread_pool().map(lambda it: self.evaluate(it[0], it[1]), items))
+        return self._evaluate_pipelined(items)
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix="sandbox")
-            pool = self._pool
-        return list(pool.map(lambda it: self.evaluate(it[0], it[1]), items))
+            return self._pool
 
     # -- internals ----------------------------------------------------------------------------------
     def _run_groups(self, program: str | None, problem: Problem, groups: list[list[TestCase]],
@@ -679,57 +682,82 @@ class Sandbox:
         return job.results()
 
     def _evaluate_pipelined(self, items: list[tuple[Problem, str | None]]) -> list[Evaluation]:
-        """One worker: the next program's request is sent before the current one's results are read, so
-        the server starts on it while this process judges (it runs queued requests one after another).
-        Verdicts and failure handling are those of :meth:`evaluate`; with stop_on_first_failure
-        (results streamed, stop messages) programs run one at a time."""
-        if self.config.stop_on_first_failure:
-            return [self.evaluate(p, prog) for p, prog in items]
+        """:meth:`evaluate` over ``items``, each worker keeping two requests at its server: the next one is
+        sent before the current one's results are read (the server runs queued requests one after
+        another), so judging here overlaps the next run. Workers take the next item when they have room
+        (order of the results is kept). Verdicts and failure handling are those of :meth:`evaluate`."""
         jobs: list[_Job | None] = [None] * len(items)
-        worker = self._idle.get()
-        try:
-            inflight: list[tuple[int, int]] = []  # (item index, request id), in the server's order
-            k = 0
-            while k < len(items) or inflight:
-                try:
-                    if not worker.alive():
-                        self._restart(worker)  # raises SandboxError if it cannot (as evaluate does)
-                    while k < len(items) and len(inflight) < 2:
-                        job = jobs[k]
-                        if job is None:  # built when first needed (requests hold every test input)
-                            p, prog = items[k]
-                            job = jobs[k] = _Job(self, prog, p, [list(p.public_tests), list(p.hidden_tests)], None)
-                        if job.req is not None:
-                            inflight.append((k, worker.submit(job.req)))
-                        k += 1
-                    if not inflight:
-                        continue
-                    idx, rid = inflight[0]
-                    job = jobs[idx]
-                    assert job is not None
-                    job.start()
-                    worker.collect(rid, job.on_result, job.budget)
-                    job.finish()
-                    inflight.pop(0)
-                except _ServerDied as e:
-                    log.warning("sandbox: server failure (%s); restarting it", e)
-                    self._restart(worker, quiet=True)
-                    if inflight:  # the server runs requests in order: the first one was running
-                        failed = jobs[inflight.pop(0)[0]]
-                        assert failed is not None
-                        failed.fail(e)
-                        failed.finish()
-                    if inflight:  # requests queued at the dead server are sent again to the new one
-                        k = inflight[0][0]
-                    inflight = []
-        finally:
-            self._idle.put(worker)
+        lock = threading.Lock()
+        nxt = iter(range(len(items)))
+
+        def take() -> int | None:
+            with lock:
+                idx = next(nxt, None)
+            if idx is not None:  # built when first needed (requests hold every test input)
+                p, prog = items[idx]
+                jobs[idx] = _Job(self, prog, p, [list(p.public_tests), list(p.hidden_tests)], None)
+            return idx
+
+        n = min(self.config.workers, len(items))
+        if n == 1:
+            self._pipeline(jobs, take)
+        else:
+            futures = [self._thread_pool().submit(self._pipeline, jobs, take) for _ in range(n)]
+            for f in futures:
+                f.result()
         out = []
         for job in jobs:
             assert job is not None
             public, hidden = job.results()
             out.append(Evaluation(public=public, hidden=hidden))
         return out
+
+    def _pipeline(self, jobs: "list[_Job | None]", take: Callable[[], int | None]) -> None:
+        """One worker's share of :meth:`_evaluate_pipelined`."""
+        worker = self._idle.get()
+        try:
+            inflight: list[int] = []  # item indices, in the server's order
+            retry: list[int] = []  # requests a dead server had queued: sent again first
+            exhausted = False
+            while True:
+                try:
+                    if not worker.alive():
+                        self._restart(worker)  # raises SandboxError if it cannot (as evaluate does)
+                    while len(inflight) < 2:
+                        if retry:
+                            idx: int | None = retry.pop(0)
+                        elif exhausted:
+                            break
+                        else:
+                            idx = take()
+                            if idx is None:
+                                exhausted = True
+                                break
+                        job = jobs[idx]
+                        assert job is not None
+                        if job.req is not None:  # else nothing to run (no code, no tests)
+                            inflight.append(idx)  # first: a failed send fails this run, as in evaluate
+                            job.rid = worker.submit(job.req)
+                    if not inflight:
+                        return
+                    job = jobs[inflight[0]]
+                    assert job is not None
+                    job.start()
+                    worker.collect(job.rid, job.on_result, job.budget)
+                    job.finish()
+                    inflight.pop(0)
+                except _ServerDied as e:
+                    log.warning("sandbox: server failure (%s); restarting it", e)
+                    self._restart(worker, quiet=True)
+                    if inflight:  # the server runs requests in order: the first one was running
+                        failed = jobs[inflight.pop(0)]
+                        assert failed is not None
+                        failed.fail(e)
+                        failed.finish()
+                    retry = inflight + retry
+                    inflight = []
+        finally:
+            self._idle.put(worker)
 
     def _restart(self, worker: _Worker, quiet: bool = False) -> None:
         worker.kill()
