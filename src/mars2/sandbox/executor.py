@@ -642,7 +642,8 @@ class Sandbox:
         return Evaluation(public=public, hidden=hidden)
 
     def evaluate_many(self, items: Sequence[tuple[Problem, str | None]]) -> list[Evaluation]:
-        """:meth:`evaluate` over many (problem, program) pairs, ``workers`` at a time; order is kept."""
+        """:meth:`evaluate` over many (problem, program) pairs, ``workers`` at a time; order is kept. Each
+        worker keeps the next request queued at its server, so judging one program overlaps the next run."""
         items = list(items)
         if not items:
             return []
