@@ -147,3 +147,34 @@ def test_decode_batches_fewest_near_equal() -> None:
     assert decode_batches(70, 64) == [(0, 35), (35, 70)]
     assert decode_batches(9, 4) == [(0, 3), (3, 6), (6, 9)]
     assert decode_batches(8, 4) == [(0, 4), (4, 8)]
+
+
+def test_padding_trim_after_long_rows_finish_equals_untrimmed(setup) -> None:
+    """Rows stop at different steps (a frequent token declared end-of-turn), so finished long rows let the
+    batch drop leading padding columns: outputs equal the untrimmed plain path."""
+    tok, q, l = setup
+    calls = _tree_calls()
+    probe_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=24, seed=5, split_cost_tokens=0,
+                         prefix_cache_tokens=0)
+    probe = [probe_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls][2]
+    # the first token of call 3's longest q prompt becomes end-of-turn: that row stops at step 0, the others
+    # (>= 8 tokens shorter) go on
+    longest = max((g for g, (p, _) in zip(probe, calls[2]) if p == "q"), key=lambda g: len(g.prompt_ids))
+    common = longest.response_ids[0]
+    olds = (q.generation_config.eos_token_id, l.generation_config.eos_token_id)
+    q.generation_config.eos_token_id = [tok.eos_token_id, common]
+    l.generation_config.eos_token_id = [tok.eos_token_id, common]
+    try:
+        for kw in (dict(split_cost_tokens=0, prefix_cache_tokens=0), dict(prefix_cache_tokens=4096)):
+            ref_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=24, seed=5,
+                               split_cost_tokens=0, prefix_cache_tokens=0)
+            ref_be.trim_padding = False
+            fast_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=24, seed=5, **kw)
+            ref = [ref_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+            fast = [fast_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+            _assert_same(ref, fast)
+            lens = [len(g.response_ids) for c in fast for g in c]
+            assert len(set(lens)) > 2 and any(not g.truncated for c in fast for g in c)
+            assert fast_be.trimmed_columns > 0 and ref_be.trimmed_columns == 0  # the trim really ran
+    finally:
+        q.generation_config.eos_token_id, l.generation_config.eos_token_id = olds

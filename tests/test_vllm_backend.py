@@ -141,6 +141,7 @@ def test_each_engine_starts_on_its_own_gpus_mapped_through_the_parents_devices(m
         == [(True, 2, "3,4"), (False, 1, "5")]
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,4,5,6"
     assert all("device_ids" not in e for e in fake.started)  # this FAKE vLLM has no EngineArgs.device_ids
+    assert all(e["enable_prefix_caching"] is True for e in fake.started)  # explicit, not left to the default
     be.close()
 
 

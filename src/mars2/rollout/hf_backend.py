@@ -100,6 +100,11 @@ class HFBackend(BackendBase):
         self.prefix_cache_tokens = int(prefix_cache_tokens)
         self._prefix_stores: dict[str, PrefixKVCache] = {}
         self.prefix_hit_tokens = 0  # prompt tokens whose KV came from the prefix cache (statistics)
+        self.trim_padding = True  # drop leading all-padding KV columns once the longest prompts finished
+        self.trimmed_columns = 0  # statistics
+        self.prefill_tokens = 0  # padded prompt positions computed by prefill forwards (statistics)
+        self.decode_steps = 0  # decode forwards (statistics)
+        self.decode_positions = 0  # sum over decode forwards of rows x attended width (statistics)
         super().__init__()  # calls (part of each call's RNG seed), tokens_generated
 
     def close(self) -> None:
@@ -176,6 +181,7 @@ class HFBackend(BackendBase):
             ids = ids.to(device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            self.prefill_tokens += b * width
             cache = _out_cache(out)
             if _plain_kv_layers(model):
                 cache = _make_cache([(lay.keys, lay.values) for lay in cache.layers], extra)
@@ -217,6 +223,7 @@ class HFBackend(BackendBase):
                 kw[_cache_kwarg(model)] = _make_cache(past)
             out = model(input_ids=ids.to(device), attention_mask=gmask.to(device), position_ids=pos.to(device),
                         use_cache=True, logits_to_keep=1, **kw)
+            self.prefill_tokens += g * big_s
             cache = _out_cache(out)
             idx = src.to(device)[:, None, :, None]
             gk, gv = [], []
@@ -267,6 +274,7 @@ class HFBackend(BackendBase):
         ckw = _cache_kwarg(model)
         cache, logits, mask = self._prefill(model, pid, prompts, device, pad, extra=max_new)
         next_pos = torch.tensor([[len(p)] for p in prompts], dtype=torch.long, device=device)
+        lead = torch.tensor([mask.shape[1] - len(p) for p in prompts], dtype=torch.long, device=device)  # left pads
         for step in range(max_new):
             logp = sampling_logprobs(logits, self.temperature, self.top_p)
             if greedy:
@@ -288,9 +296,22 @@ class HFBackend(BackendBase):
                 sel = keep.nonzero().squeeze(-1)
                 cache.batch_select_indices(sel)
                 active, nxt, mask, next_pos = active[sel], nxt[sel], mask[sel], next_pos[sel]
+                # Leading columns now masked in every live row (the longest prompts finished): drop them
+                # from the mask and the KV views, so later steps attend over fewer padded positions.
+                cut = mask.shape[1] - (mask.shape[1] - lead[sel]).max()
+                if self.trim_padding and int(cut) >= 8 and _trims(cache):
+                    cut = int(cut)
+                    for lay in cache.layers:
+                        lay.trim_front(cut)
+                    mask, lead = mask[:, cut:], lead[sel] - cut
+                    self.trimmed_columns += cut
+                else:
+                    lead = lead[sel]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
             out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
                         use_cache=True, **{ckw: cache})
+            self.decode_steps += 1
+            self.decode_positions += mask.shape[0] * mask.shape[1]
             cache = _out_cache(out)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
@@ -374,6 +395,10 @@ def _make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], extra: int = 0)
     return cache
 
 
+def _trims(cache) -> bool:
+    return all(hasattr(lay, "trim_front") for lay in cache.layers)
+
+
 def _buffer_layer(keys: torch.Tensor, values: torch.Tensor, extra: int):
     return _buffer_layer_class()(keys, values, extra)
 
@@ -414,6 +439,12 @@ def _buffer_layer_class():
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             self.kbuf, self.vbuf = self.kbuf[indices, ...], self.vbuf[indices, ...]
+            self._views()
+
+        def trim_front(self, cut: int) -> None:
+            """Forget the first ``cut`` positions (padding masked in every row): views, no copy."""
+            self.kbuf, self.vbuf = self.kbuf[:, :, cut:], self.vbuf[:, :, cut:]
+            self.n -= cut
             self._views()
 
     return _BufferLayer

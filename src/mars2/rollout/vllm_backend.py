@@ -204,6 +204,11 @@ class VLLMBackend(BackendBase):
                 # The sampled tokens' log-probs under the distribution actually sampled from (temperature,
                 # top-p), as HFBackend reports them (method.md §5 TIS).
                 logprobs_mode="processed_logprobs",
+                # Automatic prefix caching: a tree's fresh and refinement prompts share system prompt + problem
+                # statement, so their KV blocks are reused across a rollout's calls. vLLM's V1 engine turns it
+                # on by default already (enable_prefix_caching=None -> on for generative models); we say so
+                # explicitly so that no engine default change turns it off. Weight syncs reset it.
+                enable_prefix_caching=True,
             )
             if kv_cache_memory_bytes:
                 kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
