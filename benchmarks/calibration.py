@@ -183,7 +183,8 @@ def cost(args, problems: dict, sandbox) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", choices=["warm", "base", "rl", "cost"])
+    ap.add_argument("phase", choices=["warm", "base", "rl", "cost", "pool"])
+    ap.add_argument("--inputs", nargs="*", default=[], help="pool: rl-phase json files (per-problem values) to pool")
     ap.add_argument("--models", nargs="*", default=["tiny", "small"], help="cost: model configs side by side")
     ap.add_argument("--steps", type=int, default=6, help="cost: warm-start steps timed per policy")
     ap.add_argument("--policies", nargs="*", default=None, help="default: the model's roster")
@@ -231,7 +232,26 @@ def main() -> None:
     t0 = time.time()
     phase: dict = {"loadavg_before": load0, "overrides": args.overrides, "note": args.note}
 
-    if args.phase == "cost":
+    if args.phase == "pool":  # rl runs measured in separate calls -> one paired CI over seeds x problems
+        from mars2.metrics.stats import paired_bootstrap_ci
+
+        runs = [r for f in args.inputs for r in _load(Path(f))["phases"]["rl"]["runs"]]
+        runs.sort(key=lambda r: r["seed"])
+        for pid in pids:
+            entry = res["policies"].setdefault(pid, {})
+            for split in args.splits:
+                rows = [r["policies"][pid][split] for r in runs if split in r["policies"].get(pid, {})]
+                if not rows:
+                    continue
+                a = np.array([r["trained_per_problem"] for r in rows])
+                b = np.array([r["base_per_problem"] for r in rows])
+                m, lo, hi = paired_bootstrap_ci(a, b, seed=0)
+                entry[f"rl_gain_{split}"] = {"mean": m, "ci_low": lo, "ci_high": hi, "seeds": len(rows),
+                                             "per_seed": [float(x) for x in (a - b).mean(axis=1)],
+                                             "base": float(b.mean()), "trained": float(a.mean())}
+        phase.update(inputs=args.inputs, runs=runs, splits=args.splits)
+        phase_name = "rl"
+    elif args.phase == "cost":
         phase["model_cost"] = cost(args, problems, sandbox)
     elif args.phase == "warm":
         models, _, stats, wall = warm(c, pids, problems, sandbox, args.processes)
@@ -322,7 +342,10 @@ def main() -> None:
                             vals[tag] = per_problem(flat, [_pass(e) for e in evs], probs)
                         diffs[pid][split].append((vals["trained"], vals["base"]))
                         row["policies"].setdefault(pid, {})[split] = {
-                            "base": float(np.mean(vals["base"])), "trained": float(np.mean(vals["trained"]))}
+                            "base": float(np.mean(vals["base"])), "trained": float(np.mean(vals["trained"])),
+                            # per problem, so that runs measured in separate calls can be pooled (paired CI)
+                            "base_per_problem": [float(v) for v in vals["base"]],
+                            "trained_per_problem": [float(v) for v in vals["trained"]]}
                 per_run.append(row)
                 print(json.dumps(row), flush=True)
             for pid in pids:
@@ -341,7 +364,7 @@ def main() -> None:
                          n_problems={s: len(problems[s][: args.n_problems or None]) for s in args.splits})
     phase["seconds"] = time.time() - t0
     phase["loadavg_after"] = os.getloadavg()
-    res.setdefault("phases", {})[args.phase] = phase
+    res.setdefault("phases", {})[phase_name if args.phase == "pool" else args.phase] = phase
     # Merge into the file as it is now (another phase may have written it meanwhile): this phase's keys win.
     now = _load(out_path)
     for k, v in res.items():
