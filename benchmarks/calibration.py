@@ -62,7 +62,7 @@ def build_untrained(c: dict, pids: list[str], problems: dict):
 
     cache = Path(c["paths"]["cache_dir"])
     tok = build_tiny_tokenizer(corpus_texts(problems["warmup"]), vocab_size=int(c["model"]["tokenizer"]["vocab_size"]),
-                               cache_dir=cache / "tokenizers")
+                               cache_dir=cache / "tokenizers", role_prompts=[r["prompt"] for r in c["roles"]])
     models, toks, cfgs = {}, {}, {}
     for pid in pids:
         spec_d = dict(c["model"]["policies"][pid])

@@ -79,3 +79,42 @@ def test_prompt_boilerplate_is_cheap(tok) -> None:
 def test_vocab_size_too_small() -> None:
     with pytest.raises(ValueError, match="vocab_size"):
         build_tiny_tokenizer(CORPUS, vocab_size=100)
+
+
+# Computed with the pre-refactor tokenizer (role prompts hard-coded) on CORPUS at vocab_size=512, i.e.
+# ``corpus_hash(CORPUS, 512)`` and the fingerprint of ``build_tiny_tokenizer(CORPUS, 512)`` at commit af095f8
+# (they depend on the `tokenizers` version's serialisation: recompute only on an upgrade of it).
+CORPUS_HASH_BEFORE = "40c1171f2251e021"
+FINGERPRINT_BEFORE = "006086b22cf901ae"
+
+
+def _default_roles() -> list[str]:
+    import yaml
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "roles" / "default.yaml"
+    return [r["prompt"] for r in yaml.safe_load(conf.read_text())["roles"]]
+
+
+def test_extra_corpus_takes_the_configured_role_prompts(tmp_path) -> None:
+    """Issue 20.4: the role prompts come from the caller (the config's ``roles``), not from a copy. With the
+    default roles the extra corpus is the one the hard-coded copy gave (same strings, same positions), so
+    the tokenizer and its cache key did not change; other roles give another tokenizer under another key."""
+    from mars2.agents.tokenizer import extra_corpus, tokenizer_fingerprint
+
+    roles = _default_roles()
+    ex = extra_corpus(roles)
+    i = ex.index("```python\nxs = list(map(int, input().split()))\nprint(' '.join(map(str, xs)))\n```") + 1
+    assert list(ex[i : i + len(roles)]) == roles and ex[i + len(roles)] == "You are a helpful assistant."
+    assert extra_corpus(()) == ex[:i] + ex[i + len(roles):]
+    assert corpus_hash(CORPUS, 512, roles) != corpus_hash(CORPUS, 512)
+    # pinned: computed with the pre-refactor code (hard-coded role prompts) on this corpus
+    assert corpus_hash(CORPUS, 512, roles) == CORPUS_HASH_BEFORE, "default-role tokenizer cache key changed"
+    base = build_tiny_tokenizer(CORPUS, vocab_size=512, cache_dir=tmp_path, role_prompts=roles)
+    assert tokenizer_fingerprint(base) == FINGERPRINT_BEFORE
+    other = build_tiny_tokenizer(CORPUS, vocab_size=512, cache_dir=tmp_path,
+                                 role_prompts=["You are a meticulous quokka reviewer of quokka programs."])
+    assert len(list(tmp_path.glob("tiny_bpe_512_*.json"))) == 2  # another cache entry
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(base)
+    assert len(other(" quokka", add_special_tokens=False)["input_ids"]) == 1  # the role's words became tokens
+    assert len(base(" quokka", add_special_tokens=False)["input_ids"]) > 1

@@ -273,3 +273,46 @@ def test_refine_pool_teaches_the_other_reading_of_a_vague_step(sandbox) -> None:
     plain = build_refine_pool(vague[:10], 10, seed=0, sandbox=sandbox)
     assert sum(prog == alternative_solution(p) for p, prog, _ in plain) < len(plain) // 2
     assert WarmStartConfig().twin_share == 0.5
+
+
+# Computed with the pre-split code (one module warm_start.py, tokenizer with hard-coded role prompts, commit
+# af095f8) by the script of issue 20.4's identity check: the default roles' tokenizer cache key (corpus_hash)
+# and fingerprint, and the warm-start cache key of a seed-0 tiny policy with the default WarmStartConfig.
+# They depend on the torch init, the `tokenizers` serialisation and the transformers version (the model
+# config records it): recompute only on an upgrade of those.
+PINNED_BEFORE_SPLIT = {"corpus_hash": "face9f4c6dc916e1", "fingerprint": "ceaedc593baf33e1",
+                       "cache_key": "449cde153fcbf7f022e6"}
+
+
+def test_split_keeps_cache_keys_and_public_names() -> None:
+    """Issue 20.4: warm start split into config / corruptions / data / loop; the package re-exports every
+    name, and with the configured default roles the tokenizer and the warm-start cache key are unchanged
+    (so existing caches stay valid). The full check (torch.equal weights of a 6-step warm start with a
+    harvest, on 60 problems with the real sandbox) is in the issue's note."""
+    from pathlib import Path
+
+    import yaml
+
+    import mars2.training.warm_start as ws
+    from mars2.agents.tokenizer import corpus_hash, tokenizer_fingerprint
+    from mars2.training.warm_start import config, corruptions, data, loop
+
+    owners = {config: ["WARM_START_VERSION", "WarmStartConfig"],
+              corruptions: ["CORRUPTIONS", "corrupt_program", "build_refine_pool", "harvest_failures", "_donor_lines"],
+              data: ["select_problems", "depth_weights", "fresh_examples", "repair_examples", "batch_indices",
+                     "response_loss_sum", "_Examples", "_encode", "_batch", "_accumulate"],
+              loop: ["lr_factor", "cache_key", "warm_start", "warm_start_many", "_cache_lock", "_cached", "_params_digest"]}
+    for mod, names in owners.items():
+        for n in names:
+            assert getattr(ws, n) is getattr(mod, n), n
+    assert set(ws.__all__) <= set(dir(ws)) and ws.WARM_START_VERSION == 3
+
+    roles = [r["prompt"] for r in yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "conf" / "roles" / "default.yaml").read_text())["roles"]]
+    splits = generate_minicode(seed=0, n_warmup=16, n_train=2, n_test=2, warmup_depths=[1, 2])
+    corpus = corpus_texts(splits["warmup"])
+    tok = build_tiny_tokenizer(corpus, vocab_size=512, role_prompts=roles)
+    model = _model(tok)
+    got = {"corpus_hash": corpus_hash(corpus, 512, roles), "fingerprint": tokenizer_fingerprint(tok),
+           "cache_key": ws.cache_key(model, tok, select_problems(splits["warmup"], None), WarmStartConfig(), roles)}
+    assert got == PINNED_BEFORE_SPLIT

@@ -8,19 +8,21 @@ Why a real tokenizer object: prompts for tiny models go through exactly the same
 - Byte-level BPE (GPT-2/Qwen style): every byte is in the base alphabet, so text with characters never
   seen in training still encodes (as byte tokens) and decodes back exactly.
 - Special tokens: ``<|endoftext|>`` (pad), ``<|im_start|>``, ``<|im_end|>`` (end of turn = eos).
-- A fixed extra corpus (prompt boilerplate of `mars2.agents.prompts`, role prompts and sandbox-feedback
-  wording) is added to the caller's corpus, repeated, so the words every prompt uses become single tokens.
+- An extra corpus (prompt boilerplate of `mars2.agents.prompts`, the configured role prompts — the caller
+  passes them, `mars2.cli.build` those of ``roles`` — and sandbox-feedback wording; :func:`extra_corpus`)
+  is added to the caller's corpus, repeated, so the words every prompt uses become single tokens.
 - Deterministic: the trainer is single-threaded here and the corpus order is fixed, so the same corpus
   gives the same vocabulary; the result is cached under ``cache_dir`` by a hash of (vocab size, corpus,
-  extra corpus, format version). Never touches the network.
+  extra corpus with the role prompts, format version). Never touches the network.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from mars2.agents.prompts import ANSWER_FORMAT, NO_CODE
 
@@ -45,16 +47,14 @@ _FORMAT_VERSION = 2
 # in every prompt, so it must weigh like that in the merge statistics.
 _EXTRA_REPEAT = 40
 
-# Wording that appears in prompts but not in problem statements / reference programs.
-_EXTRA_TEXTS: tuple[str, ...] = (
+# Wording that appears in prompts but not in problem statements / reference programs: answer code blocks,
+# (then the caller's role prompts,) generic assistant wording, sandbox feedback wording.
+_CODE_TEXTS: tuple[str, ...] = (
     "```python\ndef solve(xs):\n    return xs\n```",
     "```python\nxs = list(map(int, input().split()))\nprint(' '.join(map(str, xs)))\n```",
-    # role prompts (conf/roles/default.yaml) and generic assistant wording
-    "You are an expert Python programmer. Solve the task exactly as stated.",
-    "You are a careful debugger. Check every step against the examples.",
-    "You write short and direct Python code.",
-    "You think about edge cases such as empty inputs and negative numbers.",
-    "You are a helpful assistant.",
+)
+_ASSISTANT_TEXTS: tuple[str, ...] = ("You are a helpful assistant.",)
+_FEEDBACK_TEXTS: tuple[str, ...] = (
     # sandbox feedback wording (mars2.sandbox.feedback: vanilla and T+)
     "Test 1: Result: Correct\nTest 2: Result: Wrong\nTest 3: Result: Correct\n",
     "The program is correct for 1 of 3 tests.",
@@ -71,7 +71,8 @@ _EXTRA_TEXTS: tuple[str, ...] = (
 )
 
 
-def _prompt_boilerplate() -> list[str]:
+@lru_cache(maxsize=1)
+def _prompt_boilerplate() -> tuple[str, ...]:
     """The exact user-message scaffolding of `mars2.agents.prompts` (fresh and refinement, functional and
     stdin), rendered around placeholder statements, so its words merge exactly as they occur in prompts."""
     from mars2.agents.base import AgentSpec
@@ -92,17 +93,22 @@ def _prompt_boilerplate() -> list[str]:
         out += [m["content"] for m in fresh_messages(p, agent)]
         out += [m["content"] for m in refine_messages(p, agent, "def solve(xs):\n    return xs", "Feedback text.")]
         out += [m["content"] for m in refine_messages(p, agent, None, "no code found")]
-    return out
+    return tuple(out)
 
 
-EXTRA_CORPUS: tuple[str, ...] = tuple(_prompt_boilerplate()) + (ANSWER_FORMAT, NO_CODE) + _EXTRA_TEXTS
+def extra_corpus(role_prompts: Sequence[str] = ()) -> tuple[str, ...]:
+    """The fixed texts added to every tokenizer corpus (repeated ``_EXTRA_REPEAT`` times): the prompt
+    boilerplate, the answer format, code blocks, the agents' ``role_prompts`` (the configured ``roles``, in
+    their order), generic assistant wording and sandbox feedback wording."""
+    return (_prompt_boilerplate() + (ANSWER_FORMAT, NO_CODE) + _CODE_TEXTS + tuple(role_prompts)
+            + _ASSISTANT_TEXTS + _FEEDBACK_TEXTS)
 
 
-def corpus_hash(corpus: Iterable[str], vocab_size: int) -> str:
-    """Hash of everything that determines the trained vocabulary (cache key)."""
+def corpus_hash(corpus: Iterable[str], vocab_size: int, role_prompts: Sequence[str] = ()) -> str:
+    """Hash of everything that determines the trained vocabulary (cache key), the role prompts included."""
     h = hashlib.sha256()
     h.update(f"v{_FORMAT_VERSION}|{vocab_size}|{_EXTRA_REPEAT}|".encode())
-    for text in EXTRA_CORPUS:
+    for text in extra_corpus(role_prompts):
         h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
     h.update(b"\x01")
     for text in corpus:
@@ -110,7 +116,7 @@ def corpus_hash(corpus: Iterable[str], vocab_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _train_backend(corpus: list[str], vocab_size: int):
+def _train_backend(corpus: list[str], vocab_size: int, extra: Sequence[str]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -126,7 +132,7 @@ def _train_backend(corpus: list[str], vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: the byte fallback
         show_progress=False,
     )
-    texts = list(corpus) + list(EXTRA_CORPUS) * _EXTRA_REPEAT
+    texts = list(corpus) + list(extra) * _EXTRA_REPEAT
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return tok
 
@@ -150,9 +156,13 @@ def _wrap(backend) -> "PreTrainedTokenizerFast":  # noqa: F821 - imported lazily
 
 
 def build_tiny_tokenizer(
-    corpus: Iterable[str], vocab_size: int = 1024, cache_dir: str | Path | None = None
+    corpus: Iterable[str], vocab_size: int = 1024, cache_dir: str | Path | None = None,
+    role_prompts: Sequence[str] = (),
 ) -> "PreTrainedTokenizerFast":  # noqa: F821
     """Train (or load from ``cache_dir``) the byte-level BPE tokenizer of the tiny policies.
+
+    ``role_prompts``: the agents' system prompts (the configured ``roles``), added to the extra corpus so
+    their words become tokens; they are part of the cache key (other roles → another tokenizer).
 
     The returned tokenizer has ``pad_token=<|endoftext|>``, ``eos_token=<|im_end|>``, left padding and a
     Qwen-style chat template, so ``apply_chat_template(messages, add_generation_prompt=True)`` ends with
@@ -162,7 +172,8 @@ def build_tiny_tokenizer(
     corpus = list(corpus)
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS)} (bytes + special tokens), got {vocab_size}")
-    key = corpus_hash(corpus, vocab_size)
+    role_prompts = [role_prompts] if isinstance(role_prompts, str) else [str(r) for r in role_prompts]
+    key = corpus_hash(corpus, vocab_size, role_prompts)
     path = Path(cache_dir) / f"tiny_bpe_{vocab_size}_{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
         return _wrap(Tokenizer.from_file(str(path)))
@@ -171,7 +182,7 @@ def build_tiny_tokenizer(
     old = os.environ.get("RAYON_NUM_THREADS")
     os.environ["RAYON_NUM_THREADS"] = "1"
     try:
-        backend = _train_backend(corpus, vocab_size)
+        backend = _train_backend(corpus, vocab_size, extra_corpus(role_prompts))
     finally:
         if old is None:
             os.environ.pop("RAYON_NUM_THREADS", None)

@@ -93,7 +93,7 @@ def build_policies(
         warmup = require_split(f"{cfg['task']['name']} (model={model_cfg.get('name')} warm-starts on it)", problems, "warmup")
         shared_tok = build_tiny_tokenizer(
             corpus_texts(warmup), vocab_size=int(model_cfg["tokenizer"]["vocab_size"]),
-            cache_dir=cache_dir / "tokenizers",
+            cache_dir=cache_dir / "tokenizers", role_prompts=[r["prompt"] for r in cfg["roles"]],
         )
     for pid in policy_ids:
         spec_d = dict(model_cfg["policies"][pid])
