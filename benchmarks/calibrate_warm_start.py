@@ -42,7 +42,8 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from mars2.agents.base import AgentSpec, GenerationRequest
+    from mars2.agents.base import AgentSpec
+    from mars2.rollout.backend import GenerationRequest
     from mars2.agents.extraction import extract_program
     from mars2.agents.prompts import fresh_messages, refine_messages
     from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems
