@@ -97,7 +97,10 @@ class TimedBackend:
 # -- section: presets ----------------------------------------------------------------------------------------------
 def fresh_prompts(n_test: int = 64):
     splits = generate_minicode(seed=0, n_warmup=2000, n_train=8, n_test=n_test)
-    tok = build_tiny_tokenizer(corpus_texts(splits["warmup"]), 1024)
+    import yaml
+
+    roles = yaml.safe_load((ROOT / "conf" / "roles" / "default.yaml").read_text())["roles"]
+    tok = build_tiny_tokenizer(corpus_texts(splits["warmup"]), 1024, role_prompts=[r["prompt"] for r in roles])
     agent = AgentSpec("solver", "You are an expert Python programmer. Solve the task exactly as stated.", "p")
     return tok, [fresh_messages(p, agent) for p in splits["test"]]
 

@@ -58,7 +58,8 @@ def build_world(batch: int, resp_len: int, seed: int = 0):
     c = OmegaConf.to_container(cfg, resolve=True)
     problems = load_problems(c)
     tok = build_tiny_tokenizer(corpus_texts(problems["warmup"]), vocab_size=int(c["model"]["tokenizer"]["vocab_size"]),
-                               cache_dir=ROOT / ".cache" / "mars2" / "tokenizers")
+                               cache_dir=ROOT / ".cache" / "mars2" / "tokenizers",
+                               role_prompts=[r["prompt"] for r in c["roles"]])
     spec = pick(PolicySpec, c["model"]["policies"]["qwen3_a"], id="qwen3_a")
     model, _ = build_policy(spec, tok)
     agent = AgentSpec("solver", c["roles"][0]["prompt"], "qwen3_a")

@@ -34,8 +34,12 @@ def build_tokenizer(cache_dir: Path | None = None):
     from mars2.tasks.minicode import corpus_texts
     from mars2.tasks.registry import load_task
 
+    import yaml
+
     warmup = load_task("minicode", seed=0, n_warmup=200, n_train=8, n_test=4, n_test_iid=0)["warmup"]
-    return build_tiny_tokenizer(corpus_texts(warmup), vocab_size=VOCAB, cache_dir=cache_dir)
+    roles = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "roles" / "default.yaml").read_text())["roles"]
+    return build_tiny_tokenizer(corpus_texts(warmup), vocab_size=VOCAB, cache_dir=cache_dir,
+                                role_prompts=[r["prompt"] for r in roles])  # the configured roles, as train.py
 
 
 def write(out: Path, cache_dir: Path | None = None) -> list[Path]:
