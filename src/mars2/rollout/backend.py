@@ -72,6 +72,26 @@ class BackendBase:
         self.calls = 0  # generate() calls so far; part of each call's sampling seed, hence checkpointed
         self.tokens_generated = 0
 
+    def _local_policies(self, name: str, models: Any, tokenizers: Any, max_new_tokens: int, temperature: float,
+                        top_p: float, max_batch_size: int, seed: int, greedy: bool, enable_thinking: bool) -> None:
+        """The settings every backend that tokenizes locally (hf, vllm) shares: one model and tokenizer per
+        policy id, sampling parameters, batching. MARTI disables Qwen3's thinking block
+        (``enable_thinking=False``); templates without that switch ignore the keyword."""
+        if set(models) != set(tokenizers):
+            raise ValueError(f"{name}: models and tokenizers must have the same policy ids; "
+                             f"mismatch: {sorted(set(models) ^ set(tokenizers))}")
+        if max_batch_size < 1 or max_new_tokens < 1:
+            raise ValueError(f"{name}: max_batch_size and max_new_tokens must be >= 1")
+        self.models = dict(models)
+        self.tokenizers = dict(tokenizers)
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_batch_size = int(max_batch_size)
+        self.seed = int(seed)
+        self.greedy = bool(greedy)
+        self.enable_thinking = bool(enable_thinking)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         raise NotImplementedError
 

@@ -73,21 +73,9 @@ class HFBackend(BackendBase):
         split_cost_tokens: int = 128,
         prefix_cache_tokens: int = 32768,
     ) -> None:
-        missing = set(models) ^ set(tokenizers)
-        if missing:
-            raise ValueError(f"HFBackend: models and tokenizers must have the same policy ids; mismatch: {sorted(missing)}")
-        if max_batch_size < 1 or max_new_tokens < 1:
-            raise ValueError("HFBackend: max_batch_size and max_new_tokens must be >= 1")
-        self.models = dict(models)
-        self.tokenizers = dict(tokenizers)
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.max_batch_size = int(max_batch_size)
-        self.seed = int(seed)
-        self.greedy = bool(greedy)
-        # MARTI disables Qwen3's thinking block; templates without that switch ignore the keyword.
-        self.enable_thinking = bool(enable_thinking)
+        super().__init__()  # calls (part of each call's RNG seed), tokens_generated
+        self._local_policies("HFBackend", models, tokenizers, max_new_tokens, temperature, top_p, max_batch_size, seed,
+                             greedy, enable_thinking)
         # Decoding runs one batch per max_batch_size rows of a policy: its per-step cost is mostly fixed (tiny
         # models on CPU: a 1-row step costs half a 16-row one), so splitting a decode batch by prompt length
         # costs a whole extra decode loop. Prefill is what padding makes expensive; it runs in length groups:
@@ -105,7 +93,6 @@ class HFBackend(BackendBase):
         self.prefill_tokens = 0  # padded prompt positions computed by prefill forwards (statistics)
         self.decode_steps = 0  # decode forwards (statistics)
         self.decode_positions = 0  # sum over decode forwards of rows x attended width (statistics)
-        super().__init__()  # calls (part of each call's RNG seed), tokens_generated
 
     def close(self) -> None:
         """Nothing to release but the prefix cache: the modules belong to the trainer (same interface as

@@ -137,29 +137,17 @@ class VLLMBackend(BackendBase):
         devices: Mapping[str, Sequence[int]] | None = None,
         engines_here: bool = True,
     ) -> None:
-        if set(models) != set(tokenizers):
-            raise ValueError(f"VLLMBackend: models and tokenizers must have the same policy ids; "
-                             f"got {sorted(models)} and {sorted(tokenizers)}")
         if weight_sync not in WEIGHT_SYNC_MODES:
             raise ValueError(f"VLLMBackend: weight_sync must be 'lazy' or 'eager', got {weight_sync!r}")
-        if max_batch_size < 1 or max_new_tokens < 1:
-            raise ValueError("VLLMBackend: max_batch_size and max_new_tokens must be >= 1")
-        self.models = dict(models)
-        self.tokenizers = dict(tokenizers)
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.max_batch_size = int(max_batch_size)
-        self.seed = int(seed)
-        self.greedy = bool(greedy)
-        self.enable_thinking = bool(enable_thinking)
+        super().__init__()  # calls (part of each call's sampling seed), tokens_generated
+        self._local_policies("VLLMBackend", models, tokenizers, max_new_tokens, temperature, top_p, max_batch_size, seed,
+                             greedy, enable_thinking)
         self.weight_sync = weight_sync
         on_cpu = not torch.cuda.is_available()
         # One seeded sampler per request makes sampling reproducible, but vLLM's CPU runner crashes with it
         # ("CPU Generator does not use offset") when a chunked prefill discards a sampled token, which large
         # batches trigger; so by default CPU engines rely on the engine-level seed only.
         self.per_request_seed = (not on_cpu) if per_request_seed is None else bool(per_request_seed)
-        super().__init__()  # calls (part of each call's sampling seed), tokens_generated
         self.syncs: dict[str, int] = {pid: 0 for pid in self.models}  # weight syncs done, per policy
         self._dirty: set[str] = set()
         self._versions: dict[str, int] = {}
