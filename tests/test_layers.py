@@ -83,3 +83,18 @@ def test_agents_do_not_import_rollout_or_frameworks():
 def test_rollout_backends_live_in_rollout():
     assert not list((SRC / "agents").glob("*_backend.py"))
     assert (SRC / "rollout" / "runner.py").is_file() and not (SRC / "search" / "runner.py").exists()
+
+
+def test_evaluation_gets_probes_through_the_task_registry():
+    """Probes are a problem-level hook (tasks.registry.PROBES by ``Problem.source``), not a minicode import."""
+    from mars2.tasks.minicode import generate_minicode
+    from mars2.tasks.problem import Problem, TestCase
+    from mars2.tasks.registry import probe_tests
+
+    assert not [m for m in imports(SRC / "evaluation.py") if m.startswith("mars2.tasks.minicode")]
+    p = generate_minicode(seed=0, n_warmup=5, n_train=2, n_test=2, n_test_iid=0)["test"][0]
+    probes = probe_tests(p, 4, seed=0)
+    assert len(probes) == 4 and all(t.input not in [x.input for x in p.all_tests] for t in probes)
+    other = Problem(id="x", statement="s", mode="stdin", public_tests=(TestCase("1", "1"),), hidden_tests=(),
+                    source="livecodebench")
+    assert probe_tests(other, 4) == []

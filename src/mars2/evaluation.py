@@ -147,7 +147,7 @@ def probe_problem(problem: Problem, extra: int, seed: int = 0) -> Problem | None
     """The problem with its tests replaced by the extra probe inputs (None when it has none)."""
     if extra <= 0:
         return None
-    from mars2.tasks.minicode import probe_tests
+    from mars2.tasks.registry import probe_tests  # the problem's own source says how to probe it
 
     probes = probe_tests(problem, extra, seed)
     if not probes:

@@ -22,6 +22,22 @@ LOADERS: dict[str, tuple[str, str]] = {
 }
 
 
+# problem source → its probe-input generator (module, name): extra inputs beyond a problem's tests, with the
+# reference's outputs, for the behavioural diversity measures (EC@K, DA@K; method.md §7). A source without one
+# (the real benchmarks carry no reference program to compute outputs) gets no probes.
+PROBES: dict[str, tuple[str, str]] = {
+    "minicode": ("mars2.tasks.minicode", "probe_tests"),
+}
+
+
+def probe_tests(problem: Problem, n: int, seed: int = 0) -> list:
+    """``n`` probe tests for ``problem`` from its source's generator (``PROBES``); ``[]`` when it has none."""
+    spec = PROBES.get(problem.source)
+    if spec is None or n <= 0:
+        return []
+    return getattr(importlib.import_module(spec[0]), spec[1])(problem, n, seed)
+
+
 def task_loader(name: str) -> Callable[..., dict[str, list[Problem]]]:
     """The loader of task ``name``; unknown names raise ``ValueError`` listing known ones."""
     try:
