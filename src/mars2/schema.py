@@ -128,6 +128,7 @@ class HFRollout(RolloutCommon):
 
     backend: Literal["hf"]
     split_cost_tokens: int
+    prefix_cache_tokens: int
 
 
 @dataclass

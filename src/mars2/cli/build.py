@@ -207,7 +207,8 @@ def build_backend(
         from mars2.rollout.hf_backend import HFBackend
 
         return HFBackend(dict(models), dict(tokenizers), max_batch_size=r.max_batch_size,
-                         split_cost_tokens=r.split_cost_tokens, enable_thinking=enable_thinking, **common)
+                         split_cost_tokens=r.split_cost_tokens, prefix_cache_tokens=r.prefix_cache_tokens,
+                         enable_thinking=enable_thinking, **common)
     if r.backend == "vllm":
         from mars2.rollout.vllm_backend import VLLMBackend, import_vllm
 
