@@ -92,6 +92,11 @@ class BackendBase:
         self.greedy = bool(greedy)
         self.enable_thinking = bool(enable_thinking)
 
+    def prompt_ids(self, policy_id: str, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the chat-templated prompt, ending with the assistant generation prompt (backends that
+        tokenize locally: the same function for hf and vllm)."""
+        return chat_prompt_ids(self.tokenizers[policy_id], messages, self.enable_thinking)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         raise NotImplementedError
 
@@ -107,6 +112,18 @@ class BackendBase:
 
     def close(self) -> None:
         """Release engines / sessions; idempotent."""
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]], enable_thinking: bool = False) -> list[int]:
+    """Token ids of ``messages`` rendered with the tokenizer's chat template, ending with the assistant
+    generation prompt (method.md §1 "Prompts"). Every backend that tokenizes locally (hf, vllm) builds its
+    prompts here, so the token ids the trainer sees are the same whichever engine sampled the response.
+    MARTI disables Qwen3's thinking block (``enable_thinking=False``); templates without that switch ignore
+    the keyword."""
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, enable_thinking=enable_thinking
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def group_by_policy(requests: Sequence[GenerationRequest], known: Any, backend: str) -> dict[str, list[int]]:

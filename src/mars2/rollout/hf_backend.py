@@ -18,7 +18,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from mars2.rollout.backend import BackendBase, BackendCapabilities, Generation, GenerationRequest, group_by_policy
+from mars2.rollout.backend import (BackendBase, BackendCapabilities, Generation, GenerationRequest,  # noqa: F401
+                                   chat_prompt_ids, group_by_policy)  # chat_prompt_ids: re-exported
 
 
 def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor:
@@ -36,18 +37,6 @@ def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_p: flo
         logp = torch.full_like(logp, float("-inf")).scatter(-1, idx, sorted_lp)
         logp = logp - torch.logsumexp(logp, dim=-1, keepdim=True)
     return logp
-
-
-def chat_prompt_ids(tokenizer, messages: list[dict[str, str]], enable_thinking: bool = False) -> list[int]:
-    """Token ids of ``messages`` rendered with the tokenizer's chat template, ending with the assistant
-    generation prompt (method.md §1 "Prompts"). Every backend that tokenizes locally (hf, vllm) builds its
-    prompts here, so the token ids the trainer sees are the same whichever engine sampled the response.
-    MARTI disables Qwen3's thinking block (``enable_thinking=False``); templates without that switch ignore
-    the keyword."""
-    text = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False, enable_thinking=enable_thinking
-    )
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 class HFBackend(BackendBase):
@@ -100,10 +89,6 @@ class HFBackend(BackendBase):
         self._prefix_stores.clear()
 
     # ------------------------------------------------------------------------------------------------
-    def prompt_ids(self, policy_id: str, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the chat-templated prompt, ending with the assistant generation prompt."""
-        return chat_prompt_ids(self.tokenizers[policy_id], messages, self.enable_thinking)
-
     def generate(self, requests: Sequence[GenerationRequest], greedy: bool | None = None,
                  max_new_tokens: int | None = None) -> list[Generation]:
         greedy = self.greedy if greedy is None else greedy

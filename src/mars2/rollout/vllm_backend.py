@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from mars2.rollout.backend import BackendBase, BackendCapabilities, Generation, GenerationRequest, group_by_policy
-from mars2.rollout.hf_backend import chat_prompt_ids, eos_ids
+from mars2.rollout.hf_backend import eos_ids
 from mars2.resources import SetupError
 
 WEIGHT_SYNC_MODES = ("lazy", "eager")  # rollout.weight_sync: sync before the next generation | after every step
@@ -222,10 +222,6 @@ class VLLMBackend(BackendBase):
             self._versions[pid] = params_version(model)
 
     # -- prompts -----------------------------------------------------------------------------------------------
-    def prompt_ids(self, policy_id: str, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the chat-templated prompt (the same function `HFBackend` uses)."""
-        return chat_prompt_ids(self.tokenizers[policy_id], messages, self.enable_thinking)
-
     # -- generation --------------------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], greedy: bool | None = None,
                  max_new_tokens: int | None = None) -> list[Generation]:
