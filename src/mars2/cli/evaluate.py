@@ -66,6 +66,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
     line on stderr and exit code 2."""
     from omegaconf.errors import OmegaConfBaseException
 
+    from mars2.rollout.openai_backend import OpenAIBackendError  # stdlib only: cheap to import
     from mars2.tasks.loaders import TaskDataError
     from mars2.tracking.records import JobFailed, fail_job
 
@@ -79,10 +80,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, float]:
             return evaluate(c, weights_dir, overrides, checkpoint=checkpoint)
         except (ConfigError, SetupError, TaskDataError, OmegaConfBaseException) as e:
             fail_job(str(e))  # one line; exit 2, or inside a -m sweep FAILED.json and JobFailed
-        except RuntimeError as e:
-            if type(e).__name__ == "OpenAIBackendError":  # the server is unreachable or refuses: one line
-                fail_job(str(e))
-            raise
+        except OpenAIBackendError as e:  # the server is unreachable or refuses: one line
+            fail_job(str(e))
     except JobFailed:  # a -m sweep goes on; `SweepSummary` lists the failed jobs at its end
         return {}
 
