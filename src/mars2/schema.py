@@ -272,20 +272,15 @@ class RMConfig:
     holdout_frac: float
 
 
-@dataclass
-class TrainConfig:
-    """conf/train.yaml."""
+@dataclass(kw_only=True)
+class RunConfig:
+    """The groups conf/train.yaml and conf/evaluate.yaml share (keyword-only, so each program's own fields can
+    follow these without defaults)."""
 
     name: str
     seed: int
-    train_split: Literal[TRAIN_SPLITS]
-    rounds: int
-    resume: Any  # null | auto | a run dir or .ckpt path (mars2.training.checkpointing.find_resume_checkpoint)
-    overwrite: bool
-    ckpt_every: int
     paths: Paths
     roles: list[Role]
-    eval: EvalConfig
     paradigm: Paradigm
     search: SearchConfig
     task: dict[str, Any]
@@ -293,34 +288,32 @@ class TrainConfig:
     rollout: dict[str, Any]
     sandbox: SandboxConfig
     trainer: dict[str, Any]
-    checkpoint: Checkpoint
     model: Model
     logger: dict[str, Any] | None = None  # absent (~logger): no tracker
     rm: dict[str, Any] | None = None  # experiment=reward_model
 
 
-@dataclass
-class EvaluateConfig:
+@dataclass(kw_only=True)
+class TrainConfig(RunConfig):
+    """conf/train.yaml."""
+
+    train_split: Literal[TRAIN_SPLITS]
+    rounds: int
+    resume: Any  # null | auto | a run dir or .ckpt path (mars2.training.checkpointing.find_resume_checkpoint)
+    overwrite: bool
+    ckpt_every: int
+    eval: EvalConfig
+    checkpoint: Checkpoint
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(RunConfig):
     """conf/evaluate.yaml. ``search`` and ``rl`` are train.py's groups, composed here so that the files shared
     with train.py (experiments, models, debug=fast) compose; evaluate.py uses ``eval.search`` (and checks
     that the command line does not set ``search``: `mars2.cli.evaluate.refuse_training_search`)."""
 
     ckpt: str | None
-    name: str
-    seed: int
-    paths: Paths
-    roles: list[Role]
     eval: EvaluateEvalConfig
-    paradigm: Paradigm
-    search: SearchConfig
-    task: dict[str, Any]
-    rl: dict[str, Any]
-    rollout: dict[str, Any]
-    sandbox: SandboxConfig
-    trainer: dict[str, Any]
-    model: Model
-    logger: dict[str, Any] | None = None  # absent (~logger): no tracker
-    rm: dict[str, Any] | None = None
     rounds: int | None = None  # train.py keys that debug=fast sets; not used by evaluate.py
     ckpt_every: int | None = None
 
