@@ -14,12 +14,7 @@ from mars2.rl.samples import Sample
 PAD = 0
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def tiny_model(seed: int = 0, dtype=torch.float32):

@@ -23,12 +23,7 @@ from mars2.search.tree import Node, Tree
 from mars2.tasks.problem import Problem, TestCase
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def test_roc_auc_hand_values():

@@ -18,12 +18,7 @@ from mars2.sandbox.types import Evaluation, ExecResult, TestVerdict
 from mars2.search.tree import Node, Tree
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def _ev(public: bool, hidden: bool) -> Evaluation:
