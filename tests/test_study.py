@@ -16,11 +16,22 @@ PLAN = ROOT / "sweeps" / "study" / "plan.yaml"
 
 def test_shipped_plan_expands_to_the_full_study(tmp_path):
     plan = study.load_plan(PLAN)
+    assert len(plan["seeds"]) >= 5  # issue 18: paired statistics over >= 5 seeds
     jobs = study.build_jobs(plan, tmp_path, ROOT, [0, 1, 2], None, python="py")
     train = [j for j in jobs if j.stage == "train"]
     evals = [j for j in jobs if j.stage == "eval"]
     assert {j.name for j in train} >= {"grpo", "rs2", "homo", "hetero", "hetero3"}
     assert len(train) == 3 * len(plan["train"]["runs"])
+    # unit by unit: every evaluation comes after its training job and before the next seed's first training job
+    for i, j in enumerate(jobs):
+        if j.stage == "eval":
+            t = next(k for k, x in enumerate(jobs) if x.dir == j.after[0])
+            assert t < i and all(x.stage == "eval" or x.dir == j.after[0] for x in jobs[t:i + 1])
+    # both held-out splits, each in its own dir; the split is passed to evaluate.py
+    assert {e.split for e in evals} == {"test", "test_iid"}
+    e = next(e for e in evals if e.name == "t_plus" and e.run == "hetero" and e.split == "test_iid" and e.seed == 1)
+    assert e.dir == tmp_path / "eval" / "test_iid" / "t_plus" / "hetero_s1" and "eval.split=test_iid" in e.cmd
+    assert e.rel == Path("eval/test_iid/t_plus/hetero_s1")
     j = next(j for j in train if j.name == "hetero" and j.seed == 2)
     assert j.cmd[:2] == ["py", str(ROOT / "train.py")]
     assert "experiment=hetero" in j.cmd and "seed=2" in j.cmd and "resume=auto" in j.cmd
@@ -28,7 +39,9 @@ def test_shipped_plan_expands_to_the_full_study(tmp_path):
     # every evaluation points at its training run and waits for it; equal budget for all searches
     for e in evals:
         assert e.after == [tmp_path / "train" / f"{e.run}_s{e.seed}"]
-        assert f"ckpt={e.after[0]}" in e.cmd and "eval.budget=16" in e.cmd
+        assert f"ckpt={e.after[0]}" in e.cmd
+        budgets = [a for a in e.cmd if a.startswith("eval.budget=")]
+        assert budgets[-1] == ("eval.budget=32" if e.name.endswith("_b32") else "eval.budget=16")
     searches = {e.name: [a for a in e.cmd if a.startswith("search@eval.search=")] for e in evals}
     assert searches["best_of_n"] == ["search@eval.search=iid"] and searches["t_plus"] == ["search@eval.search=t_plus"]
     only = study.build_jobs(plan, tmp_path, ROOT, [0], ["grpo"], python="py")
@@ -41,6 +54,8 @@ def test_shipped_plan_expands_to_the_full_study(tmp_path):
     ("train: {runs: {a: [x=1]}}\neval: {runs: {e: {of: [b], args: []}}}\n", "unknown train runs"),
     ("train: {runs: {a: [x=1]}}\neval: {runs: {e: {of: [a]}}}\n", "needs `args"),
     ("train: {runs: {a: [x=1]}}\nseeds: 3\n", "seeds must be"),
+    ("train: {runs: {a: [x=1]}}\neval: {splits: test, runs: {}}\n", "eval.splits must be"),
+    ("train: {runs: {a: [x=1]}}\neval: {runs: {e: {args: [], splits: [a/b]}}}\n", "splits must be"),
 ])
 def test_bad_plans_get_a_clear_error(tmp_path, bad, match):
     p = tmp_path / "plan.yaml"
@@ -85,6 +100,38 @@ def test_run_jobs_skips_finished_retries_failed_and_respects_prerequisites(tmp_p
     assert (ok.dir / "count").read_text() == "1" and (ev_ok.dir / "count").read_text() == "1"
     assert (bad.dir / "count").read_text() == "2"
     assert "$ " in (bad.dir / "job.log").read_text()  # the command is logged next to the output
+
+
+def test_ledger_resumes_on_a_machine_without_the_run_dirs(tmp_path):
+    """Issue 18: finished jobs are copied into the ledger; a fresh machine (no run dirs) skips what the ledger
+    holds, redoes a training run only for a missing evaluation of it, and waits for it before that evaluation."""
+    root, ledger_dir = tmp_path / "study", tmp_path / "ledger"
+    ledger = study.Ledger(ledger_dir)
+
+    def job(stage, name, after=()):
+        d = root / stage / name
+        return study.Job(stage, name, name, 0, d, [sys.executable, "-c", _writer("completed"), f"hydra.run.dir={d}"],
+                         list(after), rel=d.relative_to(root))
+
+    tr, tr2 = job("train", "t"), job("train", "t2")
+    ev1, ev2 = job("eval", "e1", [tr.dir]), job("eval", "e2", [tr.dir])
+    ev3 = job("eval", "e3", [tr2.dir])
+    assert study.run_jobs([tr, ev1, tr2, ev3], parallel=2, ledger=ledger) == []
+    for j in (tr, ev1, tr2, ev3):
+        assert json.loads((ledger_dir / j.rel / "results.json").read_text())["status"] == "completed"
+        meta = json.loads((ledger_dir / j.rel / "job.json").read_text())
+        assert meta["stage"] == j.stage and meta["seconds"] >= 0 and "loadavg" in meta
+    import shutil
+
+    shutil.rmtree(root)  # a fresh clone: only the ledger is left
+    said = []
+    # e2 is new: its training run must be redone first (its checkpoint is gone); t2 and e1, e3 are not rerun
+    assert study.run_jobs([tr, ev1, ev2, tr2, ev3], parallel=2, say=said.append, ledger=ledger) == []
+    assert (tr.dir / "count").read_text() == "1" and (ev2.dir / "count").read_text() == "1"
+    assert not tr2.dir.exists() and not ev1.dir.exists() and not ev3.dir.exists()
+    starts = [s for s in said if s.startswith("study: start")]
+    assert len(starts) == 2 and "train" in starts[0] and "eval e2" in starts[1]  # e2 waited for its training run
+    assert said[0] == "study: 3/5 jobs already completed"
 
 
 def test_ordering_verdicts():

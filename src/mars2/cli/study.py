@@ -5,12 +5,25 @@ Each job is an ordinary run with its own run dir, so everything else (compare.py
 works on it too. A rerun of the same command skips finished jobs (``results.json`` status completed), lets
 killed training jobs continue from their last checkpoint (``resume=auto``) and retries failed ones; failures
 do not stop the other jobs, and the command exits 1 when any job failed.
+
+Resuming on another machine (issue 18): run dirs hold checkpoints and stay out of git, so every finished job
+also copies its small result files (``results.json``, ``eval_per_problem.json``, plus ``job.json``: command,
+commit, seconds, load) into the **ledger** (default ``docs/results/runs/``, same layout as the run dirs). The
+ledger is what the results page is built from, and a job found there is finished even where its run dir is
+gone; commit the ledger and a fresh clone continues the study where it stopped. Jobs run unit by unit (a
+training run, then the evaluations of its checkpoint), so at most ``--jobs`` units are in flight when a
+session stops; a training run is redone only when an evaluation of it is still missing and its checkpoint is
+not on this machine.
+
+Held-out splits: each evaluation runs once per split in the plan's ``eval.splits`` (default ``[test]``; an
+evaluation's own ``splits`` overrides it), in ``eval/<split>/<name>/<run>_s<seed>``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 STAGES = ("train", "eval", "report")
+LEDGER_FILES = ("results.json", "eval_per_problem.json")  # what the results page reads (small; checkpoints stay out)
 
 
 @dataclass
@@ -30,6 +44,8 @@ class Job:
     dir: Path
     cmd: list[str]
     after: list[Path] = field(default_factory=list)  # run dirs that must have completed first
+    split: str = "test"       # held-out split of an evaluation job
+    rel: Path = Path()        # dir relative to the study root (= its place in the ledger)
 
 
 class PlanError(ValueError):
@@ -52,9 +68,16 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     for name, spec in ((plan.get("eval") or {}).get("runs") or {}).items():
         if not isinstance(spec, dict) or not isinstance(spec.get("args"), list):
             raise PlanError(f"{path}: eval.runs.{name} needs `args: [overrides]` (and `of: [train runs]`)")
+        if "splits" in spec and (not isinstance(spec["splits"], list) or not spec["splits"]
+                                 or not all(isinstance(x, str) and x and "/" not in x for x in spec["splits"])):
+            raise PlanError(f"{path}: eval.runs.{name}.splits must be a non-empty list of split names")
         unknown = [r for r in spec.get("of") or [] if r not in runs]
         if unknown:
             raise PlanError(f"{path}: eval.runs.{name}.of names unknown train runs {unknown}")
+    splits = (plan.get("eval") or {}).get("splits", ["test"])
+    if not isinstance(splits, list) or not splits or not all(isinstance(x, str) and x and "/" not in x
+                                                              for x in splits):
+        raise PlanError(f"{path}: eval.splits must be a non-empty list of split names")
     seeds = plan.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise PlanError(f"{path}: seeds must be a list of ints")
@@ -77,29 +100,69 @@ def completed(run_dir: Path, need_policies: bool = False) -> bool:
     return data.get("status") == "completed" and (not need_policies or (run_dir / "policies").is_dir())
 
 
+def eval_dir(root: Path, split: str, name: str, run: str, seed: int) -> Path:
+    return root / "eval" / split / name / run_name(run, seed)
+
+
 def build_jobs(plan: dict[str, Any], root: Path, repo: Path, seeds: Sequence[int], only: Sequence[str] | None,
                python: str = sys.executable) -> list[Job]:
+    """Every job of the plan, unit by unit: for each seed and training run, the training job and then every
+    evaluation of its checkpoint (each evaluation once per held-out split)."""
     jobs: list[Job] = []
     train = plan["train"]
+    ev = plan.get("eval") or {}
+    splits = list(ev.get("splits") or ["test"])
     wanted = [r for r in train["runs"] if not only or r in only]
-    for run in wanted:
-        for seed in seeds:
+    for seed in seeds:
+        for run in wanted:
             d = train_dir(root, run, seed)
             cmd = [python, str(repo / "train.py"), *train.get("common", []), *train["runs"][run], f"seed={seed}",
                    f"hydra.run.dir={d}", "resume=auto"]
-            jobs.append(Job("train", run, run, seed, d, cmd))
-    ev = plan.get("eval") or {}
-    for name, spec in (ev.get("runs") or {}).items():
-        for run in spec.get("of") or list(train["runs"]):
-            if run not in wanted:
-                continue
-            for seed in seeds:
-                src = train_dir(root, run, seed)
-                d = root / "eval" / name / run_name(run, seed)
-                cmd = [python, str(repo / "evaluate.py"), f"ckpt={src}", *ev.get("common", []), *spec["args"],
-                       f"seed={seed}", f"hydra.run.dir={d}"]
-                jobs.append(Job("eval", name, run, seed, d, cmd, after=[src]))
+            jobs.append(Job("train", run, run, seed, d, cmd, rel=d.relative_to(root)))
+            for name, spec in (ev.get("runs") or {}).items():
+                if run not in (spec.get("of") or list(train["runs"])):
+                    continue
+                for split in spec.get("splits") or splits:
+                    e = eval_dir(root, split, name, run, seed)
+                    cmd = [python, str(repo / "evaluate.py"), f"ckpt={d}", *ev.get("common", []), *spec["args"],
+                           f"eval.split={split}", f"seed={seed}", f"hydra.run.dir={e}"]
+                    jobs.append(Job("eval", name, run, seed, e, cmd, after=[d], split=split,
+                                    rel=e.relative_to(root)))
     return jobs
+
+
+def _git_commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Ledger:
+    """The committed record of finished jobs (see module docstring): ``<dir>/<job.rel>/{results.json, ...}``."""
+
+    def __init__(self, path: Path | None, repo: Path | None = None):
+        self.path = path
+        self.repo = repo
+
+    def has(self, job: Job) -> bool:
+        return self.path is not None and completed(self.path / job.rel)
+
+    def record(self, job: Job, seconds: float) -> None:
+        if self.path is None:
+            return
+        dst = self.path / job.rel
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in LEDGER_FILES:
+            if (job.dir / name).is_file():
+                shutil.copyfile(job.dir / name, dst / name)
+        meta = {"stage": job.stage, "name": job.name, "run": job.run, "seed": job.seed, "split": job.split,
+                "cmd": [Path(job.cmd[1]).name, *job.cmd[2:]], "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "commit": _git_commit(self.repo) if self.repo else None}
+        (dst / "job.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def _start(job: Job) -> subprocess.Popen:
@@ -111,24 +174,50 @@ def _start(job: Job) -> subprocess.Popen:
     return subprocess.Popen(job.cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(job.cmd[1]).parent)
 
 
-def run_jobs(jobs: Sequence[Job], parallel: int, say=print) -> list[Job]:
-    """Run the jobs that have not completed, ``parallel`` at a time, in order; a job whose prerequisites did
-    not complete is skipped. Returns the failed (or skipped) jobs."""
-    pending = [j for j in jobs if not completed(j.dir, need_policies=j.stage == "train")]
+def _done(job: Job, ledger: Ledger) -> bool:
+    return completed(job.dir, need_policies=job.stage == "train") or ledger.has(job)
+
+
+def _todo(jobs: Sequence[Job], ledger: Ledger) -> list[Job]:
+    """The jobs still to run: an evaluation not finished anywhere; a training job not finished anywhere, or
+    finished only in the ledger while an evaluation of it is still to run and its checkpoint is not here."""
+    evals_left = {e.after[0] for e in jobs if e.stage == "eval" and not _done(e, ledger)}
+    out = []
+    for j in jobs:
+        if j.stage == "eval":
+            if not _done(j, ledger):
+                out.append(j)
+        elif not completed(j.dir, need_policies=True) and (not ledger.has(j) or j.dir in evals_left):
+            out.append(j)
+    return out
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | None = None) -> list[Job]:
+    """Run the jobs that have not completed, ``parallel`` at a time, in order; a job waits for the run dirs it
+    needs (``after``) while they are being made, and is skipped when one of them did not complete. Each
+    finished job is copied into the ``ledger``. Returns the failed (or skipped) jobs."""
+    ledger = ledger or Ledger(None)
+    pending = _todo(jobs, ledger)
     done = len(jobs) - len(pending)
     if done:
         say(f"study: {done}/{len(jobs)} jobs already completed")
+    producing = {j.dir for j in pending if j.stage == "train"}
     failed: list[Job] = []
     running: list[tuple[Job, subprocess.Popen, float]] = []
     try:
         while pending or running:
-            while pending and len(running) < parallel:
-                job = pending.pop(0)
+            for job in list(pending):
+                if len(running) >= parallel:
+                    break
+                if any(a in producing and not completed(a, need_policies=True) for a in job.after):
+                    continue  # its training run is still to come or running: wait for it
+                pending.remove(job)
                 if not all(completed(a, need_policies=True) for a in job.after):
-                    say(f"study: skip {job.stage} {job.dir.name} of {job.name}: its training run did not complete")
+                    say(f"study: skip {job.stage} {job.rel} of {job.name}: its training run did not complete")
                     failed.append(job)
                     continue
-                say(f"study: start {job.stage} {job.name} seed {job.seed} -> {job.dir}")
+                say(f"study: start {job.stage} {job.name} seed {job.seed}{'' if job.stage == 'train' else ' ' + job.split}"
+                    f" -> {job.dir}")
                 running.append((job, _start(job), time.time()))
             time.sleep(0.5)
             for item in list(running):
@@ -136,10 +225,13 @@ def run_jobs(jobs: Sequence[Job], parallel: int, say=print) -> list[Job]:
                 if proc.poll() is None:
                     continue
                 running.remove(item)
+                producing.discard(job.dir)
                 ok = proc.returncode == 0 and completed(job.dir, need_policies=job.stage == "train")
                 say(f"study: {'done' if ok else 'FAILED'} {job.stage} {job.name} seed {job.seed} "
                     f"({time.time() - t0:.0f} s){'' if ok else f', exit {proc.returncode}, see {job.dir}/job.log'}")
-                if not ok:
+                if ok:
+                    ledger.record(job, time.time() - t0)
+                else:
                     failed.append(job)
     except KeyboardInterrupt:
         for _, proc, _ in running:
@@ -161,6 +253,8 @@ def main(argv: Sequence[str] | None = None, repo: Path | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma list of train runs (and their evaluations)")
     ap.add_argument("--seeds", default=None, help="comma list overriding the plan's seeds")
     ap.add_argument("--out", default=str(repo / "docs"), help="results page folder (results.md + results/*.png)")
+    ap.add_argument("--ledger", default=str(repo / "docs" / "results" / "runs"),
+                    help="where finished jobs' result files are kept (commit it to resume elsewhere); 'none': off")
     ap.add_argument("--dry-run", action="store_true", help="print the commands of the jobs still to run")
     args = ap.parse_args(argv)
 
@@ -180,22 +274,18 @@ def main(argv: Sequence[str] | None = None, repo: Path | None = None) -> int:
         print(f"study.py: --only names unknown train runs {unknown}", file=sys.stderr)
         return 2
     root = Path(args.dir).resolve()
-    jobs = build_jobs(plan, root, repo, seeds, only)
+    ledger = Ledger(None if args.ledger == "none" else Path(args.ledger).resolve(), repo)
+    jobs = [j for j in build_jobs(plan, root, repo, seeds, only) if j.stage in stages]
     failed: list[Job] = []
-    for stage in ("train", "eval"):
-        if stage not in stages:
-            continue
-        todo = [j for j in jobs if j.stage == stage]
-        if args.dry_run:
-            for j in todo:
-                if not completed(j.dir, need_policies=stage == "train"):
-                    print(" ".join(j.cmd))
-            continue
-        failed += run_jobs(todo, max(1, args.jobs))
+    if args.dry_run:
+        for j in _todo(jobs, ledger):
+            print(" ".join(j.cmd))
+    elif jobs:
+        failed = run_jobs(jobs, max(1, args.jobs), ledger=ledger)
     if "report" in stages and not args.dry_run:
         from mars2.tracking.study_report import write_report
 
-        page = write_report(plan, root, Path(args.out), seeds)
+        page = write_report(plan, ledger.path or root, Path(args.out), seeds)
         print(f"study: wrote {page}")
     if failed:
         print(f"study: {len(failed)} job(s) failed or were skipped: " + ", ".join(
