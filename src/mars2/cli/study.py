@@ -163,6 +163,40 @@ class Ledger:
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg": [round(x, 2) for x in os.getloadavg()],
                 "commit": _git_commit(self.repo) if self.repo else None}
         (dst / "job.json").write_text(json.dumps(meta, indent=1) + "\n")
+        diag = _diagnostics(job.dir)
+        if diag is not None:
+            (dst / "diagnostics.json").write_text(json.dumps(diag) + "\n")
+
+    def backfill(self, jobs: Sequence[Job], say=print) -> int:
+        """Copy every finished job whose run dir is here into the ledger again (result files and diagnostics;
+        its job.json seconds and load are kept). Returns how many."""
+        n = 0
+        for job in jobs:
+            if self.path is None or not completed(job.dir):
+                continue
+            old = self.path / job.rel / "job.json"
+            keep = json.loads(old.read_text()) if old.is_file() else None
+            self.record(job, float((keep or {}).get("seconds") or 0.0))
+            if keep:
+                old.write_text(json.dumps(keep, indent=1) + "\n")
+            n += 1
+        say(f"study: re-recorded {n} finished job(s) into {self.path}")
+        return n
+
+
+def _diagnostics(run_dir: Path) -> dict[str, Any] | None:
+    """Search diagnostics of a run's saved trees (depth-wise repair, GEN/CONT shares) for the ledger; a
+    problem reading them is reported in the dict, never raised (the job itself has finished)."""
+    if not (run_dir / "trees").is_dir():
+        return None
+    try:
+        from mars2.tracking.tree_diagnostics import summarize
+    except ImportError:
+        return None
+    try:
+        return summarize(run_dir)
+    except Exception as e:  # noqa: BLE001 - a diagnostic must not lose the job's results
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _start(job: Job) -> subprocess.Popen:
@@ -256,6 +290,8 @@ def main(argv: Sequence[str] | None = None, repo: Path | None = None) -> int:
     ap.add_argument("--ledger", default=str(repo / "docs" / "results" / "runs"),
                     help="where finished jobs' result files are kept (commit it to resume elsewhere); 'none': off")
     ap.add_argument("--dry-run", action="store_true", help="print the commands of the jobs still to run")
+    ap.add_argument("--reledger", action="store_true",
+                    help="copy every finished run dir here into the ledger again (e.g. after adding diagnostics)")
     args = ap.parse_args(argv)
 
     try:
@@ -277,7 +313,9 @@ def main(argv: Sequence[str] | None = None, repo: Path | None = None) -> int:
     ledger = Ledger(None if args.ledger == "none" else Path(args.ledger).resolve(), repo)
     jobs = [j for j in build_jobs(plan, root, repo, seeds, only) if j.stage in stages]
     failed: list[Job] = []
-    if args.dry_run:
+    if args.reledger:
+        ledger.backfill(jobs)
+    elif args.dry_run:
         for j in _todo(jobs, ledger):
             print(" ".join(j.cmd))
     elif jobs:
