@@ -76,6 +76,11 @@ from mars2.tasks.problem import Problem, TestCase
 log = logging.getLogger(__name__)
 
 HARNESS_PATH = str(Path(harness.__file__).resolve())
+# The server imports the harness from its cached bytecode instead of running it as a script: a script is
+# compiled from source at every start, which leaves ~4 MB of freed compiler memory resident in the server,
+# and every fork maps (and every child's exit unmaps) all of it.
+_LAUNCH = ("import importlib.util as u, sys; s = u.spec_from_file_location('mars2_sandbox_server', sys.argv[1]); "
+           "m = u.module_from_spec(s); sys.modules[s.name] = m; s.loader.exec_module(m); m.main()")
 _TRIM = 1000  # characters of input/expected/actual kept in a verdict (feedback trims further)
 _WARNED: set[str] = set()
 _WARN_LOCK = threading.Lock()
@@ -374,7 +379,7 @@ class _Worker:
     def launch(self) -> None:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}  # nothing secret reaches a server
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", HARNESS_PATH], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-I", "-c", _LAUNCH, HARNESS_PATH], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=env, cwd="/", start_new_session=True, close_fds=True, bufsize=0,
         )
         self.reader = harness.FrameReader()

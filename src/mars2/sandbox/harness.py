@@ -35,7 +35,6 @@ import signal
 import stat
 import struct
 import sys
-import tempfile
 import time
 import traceback
 import types
@@ -926,6 +925,15 @@ def preload() -> None:
             pass
 
 
+def _release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (``malloc_trim``): start-up leaves ~3 MB of them
+    resident here, which every fork would map into the child and every exit unmap again."""
+    try:
+        libc().malloc_trim(ctypes.c_size_t(0))
+    except (AttributeError, OSError):
+        pass
+
+
 def reseed_random() -> None:
     """In a child: what ``random``'s at-fork hook does (a fresh seed from os.urandom), in C."""
     inst = getattr(sys.modules.get("random"), "_inst", None)
@@ -1467,6 +1475,8 @@ class Server:
             self.workdir = f"/tmp/run-{self.rid}"
             os.mkdir(self.workdir, 0o700)
         else:
+            import tempfile  # only here: its shutil import maps zlib, bz2 and lzma (every fork copies them)
+
             self.workdir = tempfile.mkdtemp(prefix="mars2-sandbox-")
             tempfile.tempdir = None  # children compute theirs from TMPDIR
         if self.uid is not None:
@@ -1496,10 +1506,7 @@ class Server:
             self.rss0 = rss
         elif rss > self.rss0 + (16 << 20):
             gc.collect()
-            try:
-                libc().malloc_trim(ctypes.c_size_t(0))
-            except (AttributeError, OSError):
-                pass
+            _release_free_memory()
 
     def _remove_ipc(self) -> None:
         if self.iso["ipcns"]:
@@ -1576,19 +1583,25 @@ class Server:
                 return
 
     def spawn(self, target: Callable[[_Child], None], capture: bool, n_tests: int) -> _Proc:
-        """Fork a child (PID 1 of a fresh PID namespace when available) that runs ``target``."""
+        """Fork a child (PID 1 of a fresh PID namespace when available) that runs ``target``. Everything the
+        child needs is computed here, before the fork: every page the child writes is copied (~2 us a
+        fault on this VM), while the server touches the same objects anyway."""
         proto_r, proto_w = os.pipe()
         out_r, out_w = os.pipe() if capture else (None, None)
         ack_r, ack_w = os.pipe() if capture else (None, None)
+        fds = [self.devnull, out_w if out_w is not None else self.devnull, self.devnull, proto_w]
+        if ack_r is not None:
+            fds.append(ack_r)
+        limits = self._limits(n_tests)
+        child = _Child(self.req, 3)
         if self.pidns_fd is not None:
             self._enter_new_pidns()
         oom0 = self.cgroup.oom_kills() if self.cgroup is not None else 0
         pid = os.fork()
         if pid == 0:  # ------------------------------------------------------------------- child
             try:
-                self._child_setup([self.devnull, out_w if out_w is not None else self.devnull, self.devnull,
-                                   proto_w] + ([ack_r] if ack_r is not None else []), n_tests)
-                target(_Child(self.req, 3))
+                self._child_setup(fds, limits)
+                target(child)
             except BaseException:  # noqa: BLE001
                 pass
             os._exit(70)
@@ -1604,21 +1617,17 @@ class Server:
             proc.oom0 = oom0
         return proc
 
-    def _child_setup(self, fds: list[int], n_tests: int) -> None:
-        """Containment of one child, in order: own session, work dir, rlimits, unprivileged uid, no new
-        privileges, death with the server, only the fds in ``fds`` (as 0, 1, 2, ...), scrubbed env."""
+    def _limits(self, n_tests: int) -> list[tuple[int, int, int]]:
+        """The rlimits of a child that runs ``n_tests`` tests: CPU, file size, open files, no core, address
+        space, processes."""
         cfg = self.cfg
-        os.setsid()
-        os.chdir(self.workdir)
         mb = 1 << 20
         timeout = float(cfg["timeout_s"])
         cpu = int(math.ceil(timeout * max(1, n_tests))) + 1
-        limits = [
-            (resource.RLIMIT_CPU, cpu, cpu + 1),
-            (resource.RLIMIT_FSIZE, int(cfg.get("file_size_mb", 16)) * mb, int(cfg.get("file_size_mb", 16)) * mb),
-            (resource.RLIMIT_NOFILE, int(cfg.get("open_files", 64)), int(cfg.get("open_files", 64))),
-            (resource.RLIMIT_CORE, 0, 0),
-        ]
+        fsize = int(cfg.get("file_size_mb", 16)) * mb
+        nofile = int(cfg.get("open_files", 64))
+        limits = [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_FSIZE, fsize, fsize),
+                  (resource.RLIMIT_NOFILE, nofile, nofile), (resource.RLIMIT_CORE, 0, 0)]
         if cfg.get("memory_mb"):
             # On top of what this process already maps (interpreter, preloaded modules, the request with
             # every test input; measured by the server per run), so the program itself gets about memory_mb.
@@ -1633,9 +1642,18 @@ class Server:
         elif self.uid is None and os.geteuid() != 0:
             # Our uid is shared with the caller: allow what already runs plus the budget (approximate).
             limits.append((resource.RLIMIT_NPROC, self.nproc_base + n, self.nproc_base + n))
+        return limits
+
+    def _child_setup(self, fds: list[int], limits: list[tuple[int, int, int]]) -> None:
+        """Containment of one child, in order: own session, work dir, rlimits (computed by the server:
+        :meth:`_limits`), unprivileged uid, no new privileges, death with the server, only the fds in
+        ``fds`` (as 0, 1, 2, ...), scrubbed env."""
+        os.setsid()
+        os.chdir(self.workdir)
+        setrlimit = resource.setrlimit
         for res, soft, hard in limits:
             try:
-                resource.setrlimit(res, (soft, hard))
+                setrlimit(res, (soft, hard))
             except (ValueError, OSError):
                 pass
         if self.cgroup is not None:
@@ -1646,10 +1664,11 @@ class Server:
                 os.close(fd)
             except OSError:
                 pass
-        if self.uid is not None:
+        uid = self.uid
+        if uid is not None:
             os.setgroups([])
-            os.setresgid(self.uid, self.uid, self.uid)
-            os.setresuid(self.uid, self.uid, self.uid)
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
         if self.userns:
             drop_capabilities()  # we hold every capability in our user namespace (e.g. umount /tmp)
         if not self.nnp:
@@ -1992,6 +2011,7 @@ def main() -> None:
     server.pending = msgs[1:]
     server.setup()
     gc.collect()
+    _release_free_memory()  # every fork copies the page table entries of what is resident, and every exit frees them
     gc.freeze()  # children do not touch (and copy) the server's objects when they collect
     sys.stdout = sys.stderr  # a stray print must not corrupt the channel
     server.send({"op": "hello", "iso": server.iso, "pid": os.getpid()})
