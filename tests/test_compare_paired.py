@@ -96,14 +96,17 @@ def test_study_report_paired_tables(tmp_path):
     for (paradigm, seed), final in FINAL.items():
         name = "grpo" if paradigm == "single" else "hetero"
         make_run(tmp_path / "train" / f"{name}_s{seed}", paradigm, seed, final)
-    text = study_report.write_report(plan, tmp_path, tmp_path / "docs", [0, 1]).read_text()
+    text = study_report.write_report(plan, tmp_path, tmp_path / "docs", [0, 1], n_boot=2000).read_text()
     # RL gain of hetero, paired final − initial: (1,1,0,0), (0,1,1,1) − 0 → 62.5 points
     row = next(ln for ln in text.splitlines() if ln.startswith("| hetero ×2 | 2 |"))
     assert "+62.5 [" in row
     diff = next(ln for ln in text.splitlines() if ln.startswith("| hetero ×2 − GRPO (single, iid) |"))
     assert "| 2×4 | +37.5 [" in diff
-    assert "Δ test_iid Pass@1" in text
-    assert "paired steps" in text and "(paired" in text
+    # the training runs' extra split is a section of its own even where the plan names no splits
+    assert "### Split `test_iid`" in text
+    iid = [ln for ln in text.splitlines() if ln.startswith("| hetero ×2 − GRPO (single, iid) |")][1]
+    assert "| 2×4 | +25.0 [" in iid  # test_iid: differences s0 (0.5, 0, 0, 0), s1 (0, 0.5, 0, 1) → 2/8
+    assert "(paired" in text
 
 
 def test_study_report_without_per_problem_outcomes_says_so(tmp_path):
@@ -115,4 +118,4 @@ def test_study_report_without_per_problem_outcomes_says_so(tmp_path):
     assert "hold no per-problem outcomes" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| hetero ×2 | 2 |"))
     assert "62.5 ± " in row  # the t-interval over the per-seed deltas (0.5, 0.75)
-    assert "not paired (no per-problem outcomes)" in text
+    assert "+37.5 (unpaired)" in text and "verdict(s) above are *unpaired*" in text

@@ -32,6 +32,7 @@ AGENT_METRIC = re.compile(r"^agent/(?P<agent>.+)/(?P<metric>[^/]+)$")
 METRIC_LABELS = {
     "eval/pass1": "Pass@1 (single sample)",
     "eval/pass1_mcts": "Pass@1 of the search's final answer",
+    "eval/test_iid/pass1": "Pass@1 on test_iid (single sample)",
     "eval/pass_at_n": "Pass@N (any node correct)",
     "eval/avg_pass1": "hidden pass of public-passing nodes",
     "div/ec": "EC@K: behaviour classes",
@@ -204,6 +205,49 @@ def tts_curves(groups: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_title(f"Test-time scaling at the final evaluation\nlines: mean, {_band_note(groups)}", fontsize=9)
     if ax.lines:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tts_panels(panels: Sequence[tuple[str, list[dict[str, Any]]]], path: Path) -> Path | None:
+    """TTS curves, one panel per team (``panels``: (title, groups)); a group may set ``color`` and ``linestyle``
+    (e.g. the same search at two full budgets: solid and dashed). Lines: mean over seeds, bands: 95 % CI."""
+    panels = [(t, gs) for t, gs in panels if any(tts_budgets(g["runs"]) for g in gs)]
+    if not panels:
+        return None
+    plt = _plt()
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.7 * rows + 0.5), squeeze=False)
+    all_groups = [g for _, gs in panels for g in gs]
+    every = sorted({b for g in all_groups for b in tts_budgets(g["runs"])})
+    for ax, (title, groups) in zip(axes.flat, panels):
+        for g in groups:
+            budgets = tts_budgets(g["runs"])
+            stats = [_ci(metric_values(g["runs"], f"eval/tts/{b}"), rate=True) for b in budgets]
+            pts = [(b, st) for b, st in zip(budgets, stats) if not math.isnan(st[0])]
+            if not pts:
+                continue
+            bs, ss = [p[0] for p in pts], [p[1] for p in pts]
+            kw = {k: g[k] for k in ("color", "linestyle") if g.get(k)}
+            line, = ax.plot(bs, [st[0] for st in ss], marker="o", markersize=3,
+                            label=f"{g['label']} (n={len(g['runs'])})", **kw)
+            ax.fill_between(bs, [st[1] for st in ss], [st[2] for st in ss], alpha=0.12, color=line.get_color())
+        if not ax.lines:
+            _no_data(ax)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(every)
+        ax.set_xticklabels([str(b) for b in every])
+        ax.minorticks_off()
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("node budget b (first b nodes of the search)", fontsize=8)
+        ax.set_ylabel("Pass@1 of the final answer", fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"Test-time scaling per team\nlines: mean, {_band_note(all_groups)}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
