@@ -78,7 +78,7 @@ def value(j: int, seed: int, c: float, key: str = "") -> float:
 
 def write_run(d: Path, per_problem: dict[str, list], problems: dict[str, list], seed: int, rounds: list[int],
               job: dict | None = None, with_problems: bool = True, diag: dict | None = None,
-              cfg: dict | None = None) -> None:
+              cfg: dict | None = None, git_sha: str | None = None) -> None:
     """A ledger dir: results.json (initial / final = per-problem means), eval_per_problem.json, job.json.
     ``per_problem``: round -> {key: [values]}."""
     d.mkdir(parents=True)
@@ -90,7 +90,8 @@ def write_run(d: Path, per_problem: dict[str, list], problems: dict[str, list], 
             ev[k] = sum(xs) / len(xs)
         evals.append(ev)
     (d / "results.json").write_text(json.dumps({"status": "completed", "config": cfg or {}, "evals": evals,
-                                                "initial": evals[0], "final": evals[-1]}))
+                                                "initial": evals[0], "final": evals[-1],
+                                                **({"git_sha": git_sha} if git_sha else {})}))
     if with_problems:
         entries = [{"round": r, "seed": seed, "problems": problems, "values": per_problem[r]} for r in rounds]
         (d / "eval_per_problem.json").write_text(json.dumps({"format": "mars2.eval_per_problem/1", "evals": entries}))
@@ -114,7 +115,8 @@ def build_ledger(root: Path, diag: dict | None = None) -> Path:
             if run == "hetero" and s == 1:  # one problem without a value: pairs use the common problems only
                 for r in rounds:
                     rounds[r]["eval/pass1"][3] = None
-            write_run(root / "train" / f"{run}_s{s}", rounds, ids, s, [0, 10])
+            write_run(root / "train" / f"{run}_s{s}", rounds, ids, s, [0, 10],
+                      git_sha="0123456789abcdef0123" if run == "grpo" else None)
     for (split, name), teams in EVALS.items():
         for team, spec in teams.items():
             for s in SEEDS:
@@ -247,7 +249,8 @@ def test_header_diagnostics_figures_and_notes(page):
     # 5 train rows × 2 seeds (hetero3 missing) + 15 evaluations × 2 seeds, from job.json: 10×100 s + 30×50 s
     assert "10/12 training runs and 30/30 evaluations finished" in text
     assert "0.69 h of job time in total" in text and "1-min mean 3.50" in text
-    assert "| `def5678` | 30 |" in text and "| `abc1234` | 10 |" in text
+    # the commit a job recorded in its results.json wins over job.json's
+    assert "| `def5678` | 30 |" in text and "| `abc1234` | 8 |" in text and "| `0123456` | 2 | grpo |" in text
     # diagnostics.json of the AB-MCTS hetero evaluations (2 seeds of the hand-built tree, pooled)
     r = row(text, "| AB-MCTS | hetero ×2 | 2 |")
     assert r[3] == "16" and r[4] == "25.0" and r[5] == "75.0" and r[9] == "50.0"

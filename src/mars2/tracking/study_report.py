@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -273,7 +274,16 @@ def _read(d: Path, seed: int) -> dict[str, Any] | None:
         r["per_problem"] = [{**e, "seed": seed} for e in ent]
     r["job"] = _read_json(d / "job.json")
     r["diag"] = _read_json(d / "diagnostics.json")
+    try:  # the commit the job recorded itself (results.json git_sha), without parsing the file a second time
+        m = _GIT_SHA.search((d / "results.json").read_text())
+    except OSError:
+        m = None
+    job = r["job"] if isinstance(r["job"], dict) else {}
+    r["commit"] = m.group(1)[:7] if m else (str(job["commit"]) if job.get("commit") else None)
     return r
+
+
+_GIT_SHA = re.compile(r'"git_sha":\s*"([0-9a-f]{7,40})"')
 
 
 def _plan_budget(plan: Mapping[str, Any], name: str) -> int | None:
@@ -428,20 +438,20 @@ def _header(page: Page, out_dir: Path) -> list[str]:
                     f"(min {min(l1):.2f}, max {max(l1):.2f}), 15-min mean {sum(l15) / len(l15):.2f}")
         lines += [f"**Time and load** (from the ledger's `job.json` files of {len(jobs)} jobs): "
                   f"{secs / 3600:.2f} h of job time in total{span}{load}.", ""]
-        by_commit: dict[str, list[str]] = {}
-        for r in s.all_runs():
-            j = r.get("job") if isinstance(r.get("job"), dict) else {}
-            c = str(j.get("commit") or "unknown")
-            row = j.get("name") or r["dir"].parent.name
-            split = j.get("split") if j.get("stage") == "eval" else None
-            by_commit.setdefault(c, []).append(f"{row}@{split}" if split else str(row))
+    by_commit: dict[str, list[str]] = {}
+    for r in s.all_runs():
+        rel = r["dir"].relative_to(s.root).parts
+        row = rel[1].rsplit("_s", 1)[0] if rel[0] == "train" else (f"{rel[2]}@{rel[1]}" if len(rel) == 4 else rel[1])
+        by_commit.setdefault(str(r.get("commit") or "unknown"), []).append(row)
+    if by_commit:
         rows = []
         for c, names in sorted(by_commit.items(), key=lambda kv: -len(kv[1])):
             uniq = sorted(set(names))
             rows.append([f"`{c}`", str(len(names)), ", ".join(uniq[:12]) + (" …" if len(uniq) > 12 else "")])
-        lines += ["Commits that produced the rows (`job.json` commit of each job):", ""]
-        lines += _table(["commit", "jobs", "rows (train run or evaluation@split)"], rows) + [""]
-    else:
+        lines += ["Commits that produced the rows (the `git_sha` each job recorded in its results.json, else its "
+                  "`job.json` commit):", ""]
+        lines += _table(["commit", "jobs", "rows (train run, or evaluation@split)"], rows) + [""]
+    if not jobs:
         lines += ["(No `job.json` files: the study's job time and load are not known for this root.)", ""]
     return lines
 
