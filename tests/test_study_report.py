@@ -254,6 +254,8 @@ def test_header_diagnostics_figures_and_notes(page):
     # diagnostics.json of the AB-MCTS hetero evaluations (2 seeds of the hand-built tree, pooled)
     r = row(text, "| AB-MCTS | hetero ×2 | 2 |")
     assert r[3] == "16" and r[4] == "25.0" and r[5] == "75.0" and r[9] == "50.0"
+    assert ("parent failed in 50.0 % of 4 cases, a fresh generation (depth 1) passes in 50.0 % of 4: refinement "
+            "does not repair more often than") in text
     assert "HAND-WRITTEN NOTE" in text and "77.7" in text
     for name in ("scaling_law.png", "scaling_law_test_iid.png", "diversity.png"):
         assert (out / "results" / name).stat().st_size > 1000

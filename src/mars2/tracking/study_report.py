@@ -878,6 +878,15 @@ def _diagnostics(page: Page) -> None:
              "nodes whose parent failed; broken = share failing among the nodes whose parent passed. All in %.", "")
     for split, rows, arows in blocks:
         page.add(f"### Split `{split}`", "")
+        allp = pool([r["diag"] for (sp, e), teams in s.evals.items() if sp == split for runs in teams.values()
+                     for r in runs if isinstance(r.get("diag"), dict)])
+        if allp and allp.get("fixed") is not None and allp["depth"]["1"].get("hidden_pass") is not None:
+            fx, gp = allp["fixed"], allp["depth"]["1"]["hidden_pass"]
+            page.add(f"Pooled over every evaluation on `{split}` with diagnostics: a continuation passes where its "
+                     f"parent failed in {_pct(fx)} % of {allp.get('failing_parent', 0)} cases, a fresh generation "
+                     f"(depth 1) passes in {_pct(gp)} % of {allp['depth']['1'].get('nodes', 0)}: refinement "
+                     f"{'repairs more often than' if fx > gp else 'does not repair more often than'} a fresh sample "
+                     "solves.", "")
         page.table(["search", "team", "seeds", "nodes", "GEN %", "CONT %", "hidden pass d1/d2/d3/d4+",
                     "improved d2/d3/d4+", "fixed d2/d3/d4+", "fixed (all CONT)", "broken (all CONT)"], rows)
         page.add("Per agent (its own nodes in the row's trees):", "")
