@@ -165,15 +165,15 @@ def test_claim1_rl_ceiling_paired_per_split_and_gain(page):
     v = verdicts(text)
     # Pass@1 after RL on test: steps +2/16, +2/16, −1/16 (hetero below homo): a significant reversal
     assert v["GRPO < RS² < homo < hetero on Pass@1 (after training)"] == (
-        f"does not hold (paired, significant reversal: hetero ×2 − homo ×2 = {const(-S16)})")
+        f"does not hold (paired, significant reversal: hetero − homo = {const(-S16)})")
     # the RL gains (final − initial of each row): 0, 1/16, 3/16, 3/16 → the last step is exactly 0
     assert v["GRPO < RS² < homo < hetero on the RL gain Δ Pass@1"] == (
-        f"does not hold (paired: hetero ×2 − homo ×2 = {const(0.0)})")
+        f"does not hold (paired: hetero − homo = {const(0.0)})")
     assert v["GRPO < RS² < homo < hetero on Pass@1(MCTS) (after training)"] == "holds (paired, significant)"
     # test_iid reads eval/test_iid/pass1, whose order is the reverse: every step reversed
-    assert v["GRPO < RS² < homo < hetero on Pass@1 (after training) [test_iid]"].startswith(
-        f"does not hold (paired, significant reversal: RS² (single, tree) − GRPO (single, iid) = {const(-S16)}; "
-        f"homo ×2 − RS² (single, tree) = {const(-S16)}")
+    assert v["GRPO < RS² < homo < hetero on Pass@1 (after training) [test_iid]"] == (
+        f"does not hold (paired, significant reversal: RS² − GRPO = {const(-S16)}; homo − RS² = {const(-S16)}; "
+        f"hetero − homo = {const(-S16)})")
     # the training runs measure no Pass@1(MCTS) on test_iid: no such verdict line
     assert not any(k.startswith("GRPO") and "MCTS" in k and "[test_iid]" in k and "AB-MCTS" not in k for k in v)
     # paired table: rs2 stores its problems reversed, hetero s1 lacks t3 → 2×3 cells for pairs with hetero
@@ -216,7 +216,7 @@ def test_claim3_diversity(page):
     assert v["diversity EC@K: single < homo < hetero"] == "holds (paired, significant)"
     # structural: homo (2) below RS² (4): raw units, two decimals
     assert v["diversity structural: single < homo < hetero"] == (
-        "does not hold (paired, significant reversal: homo ×2 − RS² (single, tree) = -0.12 [-0.12, -0.12])")
+        "does not hold (paired, significant reversal: homo − RS² = -0.12 [-0.12, -0.12])")
     assert v["diversity semantic: single < homo < hetero"] == "holds (paired, significant)"
     # no diversity keys on test_iid: the rows exist, the metric does not
     assert v["diversity EC@K: single < homo < hetero [test_iid]"].startswith("not measured (")
@@ -266,7 +266,7 @@ def test_empty_and_partial_ledgers_do_not_crash(tmp_path):
     text = study_report.write_report(PLAN, tmp_path / "nothing", tmp_path / "o1", SEEDS, n_boot=100).read_text()
     assert "incomplete: 0 of" in text
     v = verdicts(text)
-    assert v["GRPO < RS² < homo < hetero on Pass@1 (after training)"].startswith("incomplete (missing GRPO")
+    assert v["GRPO < RS² < homo < hetero on Pass@1 (after training)"] == "incomplete (missing GRPO, RS², homo, hetero)"
     # only two training runs of one seed: no paired CI across seeds is needed to say incomplete
     root = tmp_path / "partial"
     for run in ("grpo", "hetero"):
@@ -276,7 +276,7 @@ def test_empty_and_partial_ledgers_do_not_crash(tmp_path):
     text = study_report.write_report(PLAN, root, tmp_path / "o2", SEEDS, n_boot=100).read_text()
     v = verdicts(text)
     assert v["GRPO < RS² < homo < hetero on Pass@1 (after training)"] == (
-        "incomplete (missing RS² (single, tree), homo ×2)")
+        "incomplete (missing RS², homo)")
     assert v["best-of-N < AB-MCTS < T+ for hetero ×2 at 16 nodes"] == (
         "incomplete (missing best-of-N, AB-MCTS, T+)")
 

@@ -354,6 +354,11 @@ def lab(n: str) -> str:
     return LABELS.get(n, n)
 
 
+def vlab(n: str) -> str:
+    """A row's name in verdict lines: the claim's short name (``RS² − GRPO``), else its label."""
+    return SHORT.get(n, lab(n))
+
+
 def split_tag(split: str) -> str:
     """Verdict labels on the first split are unmarked; those on other splits end in ``[split]``."""
     return "" if split == "test" else f" [{split}]"
@@ -513,7 +518,8 @@ def _training(page: Page) -> None:
         if has_ab:
             head.append("Δ AB-MCTS eval Pass@1(MCTS)")
         if prow:
-            page.add(f"Paired differences between training runs (`{split}`): row A − row B, same seeds and problems.", "")
+            page.add(f"Paired differences between training runs (`{split}`): row A − row B, same seeds and "
+                     "problems.", "")
             page.table(head, prow)
 
         page.add(f"Verdicts, claim 1 (`{split}`):", "")
@@ -526,14 +532,14 @@ def _training(page: Page) -> None:
             names = " < ".join(SHORT[n] for n in chain)
             for k, w in keys:
                 page.claim("1", f"{names} on {w} (after training){split_tag(split)}",
-                           page.v(chain_pairs([(lab(n), side(s.train.get(n, []), k)) for n in chain])))
+                           page.v(chain_pairs([(vlab(n), side(s.train.get(n, []), k)) for n in chain])))
                 page.claim("1", f"{names} on the RL gain Δ {w}{split_tag(split)}",
-                           page.v(chain_pairs([(lab(n), side(s.train.get(n, []), k, gain=True)) for n in chain])))
+                           page.v(chain_pairs([(vlab(n), side(s.train.get(n, []), k, gain=True)) for n in chain])))
             ab_chain = [n for n in chain if has_ab and n in s.evals[(split, "ab_mcts")]]
             if len(ab_chain) >= 2 and top in ab_chain:
                 page.claim("1", f"{' < '.join(SHORT[n] for n in ab_chain)} on Pass@1(MCTS), AB-MCTS evaluation"
                                 f"{split_tag(split)}",
-                           page.v(chain_pairs([(lab(n), side(s.ev(split, "ab_mcts", n), "eval/pass1_mcts"))
+                           page.v(chain_pairs([(vlab(n), side(s.ev(split, "ab_mcts", n), "eval/pass1_mcts"))
                                                for n in ab_chain])))
         page.add("")
         from mars2.tracking import plots
@@ -692,7 +698,7 @@ def _diversity(page: Page) -> None:
             names = " < ".join(SHORT.get(n, n) if n != single else "single" for n in c)
             for d, w in DIV_CLAIM:
                 page.claim("3", f"diversity {w}: {names}{split_tag(split)}",
-                           page.v(chain_pairs([(lab(n), side(s.ev(split, "ab_mcts", n), f"eval/{d}")) for n in c]),
+                           page.v(chain_pairs([(vlab(n), side(s.ev(split, "ab_mcts", n), f"eval/{d}")) for n in c]),
                                   pct=False))
         page.add("")
         groups = [_group(lab(n), s.ev(split, "ab_mcts", n)) for n in teams if s.ev(split, "ab_mcts", n)]
@@ -755,8 +761,9 @@ def _ablations(page: Page) -> None:
         return
     page.add("## 5. Ablations, each against its base row", "")
     if abl and "hetero" in s.train:
-        page.add("Training ablations of the heterogeneous team (one change each) against `hetero ×2`: after RL and the "
-                 "RL gain, differences = hetero ×2 − ablation (> 0: the removed or replaced part helps), paired.", "")
+        page.add("Training ablations of the heterogeneous team (one change each) against `hetero ×2`: after RL and "
+                 "the RL gain, differences = hetero ×2 − ablation (> 0: the removed or replaced part helps), "
+                 "paired.", "")
         for split in s.train_splits:
             keys = train_keys(split)
             page.add(f"### Training ablations, split `{split}`", "")
@@ -821,7 +828,8 @@ def _ablations(page: Page) -> None:
                                    page.v([(SEARCH_LABELS[e], "AB-MCTS", me, ab)])))
                     claims.append((f"T+ > {SEARCH_LABELS[e]} for {lab(n)}{split_tag(split)}",
                                    page.v([("T+", SEARCH_LABELS[e], tp, me)])))
-            page.table(["team", "search", "Pass@1(MCTS)", "Pass@N", "seeds×problems", "row − AB-MCTS", "T+ − row"], rows)
+            page.table(["team", "search", "Pass@1(MCTS)", "Pass@N", "seeds×problems", "row − AB-MCTS", "T+ − row"],
+                       rows)
             page.add(f"Verdicts, claim 5 (`{split}`):", "")
             for label, v in claims:
                 page.claim("5", label, v)
@@ -847,7 +855,8 @@ def _diagnostics(page: Page) -> None:
                 if p is None:
                     continue
                 dep = p["depth"]
-                rows.append([SEARCH_LABELS.get(e, e), lab(n), str(p["n"]), str(p.get("nodes", 0)), _pct(p.get("gen_share")),
+                rows.append([SEARCH_LABELS.get(e, e), lab(n), str(p["n"]), str(p.get("nodes", 0)),
+                             _pct(p.get("gen_share")),
                              _pct(p.get("cont_share")),
                              " / ".join(_pct(dep[b].get("hidden_pass")) for b in BUCKETS),
                              " / ".join(_pct(dep[b].get("improved")) for b in BUCKETS[1:]),
