@@ -463,9 +463,12 @@ def _header(page: Page, out_dir: Path) -> list[str]:
 
 def _training(page: Page) -> None:
     s = page.s
+    tb = next((r["config"].get("eval_budget") for v in s.train.values() for r in v
+               if (r.get("config") or {}).get("eval_budget")), None)
     page.add("## 1. RL ceiling: training every paradigm on the same data, rounds and evaluation", "",
              "Pass@1 = fresh samples at T=1 (team: mean over its agents); Pass@1(MCTS) = the training run's own "
-             "evaluation search (AB-MCTS, system mode; `test` only: the runs measure `test_iid` by fresh samples). "
+             f"evaluation search (AB-MCTS, system mode{f', {tb} nodes' if tb else ''}; `test` only: the runs measure "
+             "the other split by fresh samples). "
              "*before* = warm start (round 0), *after* = end of RL, Δ = after − before of the same runs. The last "
              "column is the AB-MCTS evaluation of the trained team at the plan's budget (section 2), after RL only. "
              "Raw numbers: mean ± 95 % t-interval over seeds; differences: mean [95 % paired bootstrap CI over "
