@@ -260,6 +260,9 @@ def test_header_diagnostics_figures_and_notes(page):
     for name in ("scaling_law.png", "scaling_law_test_iid.png", "diversity.png"):
         assert (out / "results" / name).stat().st_size > 1000
     assert "whisker = 95 % t-interval over seeds" in text
+    saved = json.loads((out / "results" / "verdicts.json").read_text())
+    table = {k: v for k, v in verdicts(text).items() if k != "claim"}  # without the tables' header row
+    assert {v["line"]: v["verdict"] for v in saved["verdicts"]} == table and len(table) == 34
 
 
 def test_empty_and_partial_ledgers_do_not_crash(tmp_path):

@@ -955,4 +955,9 @@ def write_report(plan: dict[str, Any], root: Path, out_dir: Path, seeds: Sequenc
     lines.append("")
     page_path = out_dir / "results.md"
     page_path.write_text("\n".join(lines) + "\n")
+    # the verdict lines, machine-readable (e.g. for the README's results section)
+    (img / "verdicts.json").write_text(json.dumps(
+        {"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "claims": dict(CLAIMS),
+         "verdicts": [{"claim": n, "line": label, "verdict": v} for n, label, v in page.verdicts]},
+        indent=1, ensure_ascii=False) + "\n")
     return page_path
