@@ -262,7 +262,7 @@ def test_header_diagnostics_figures_and_notes(page):
     assert "whisker = 95 % t-interval over seeds" in text
     saved = json.loads((out / "results" / "verdicts.json").read_text())
     table = {k: v for k, v in verdicts(text).items() if k != "claim"}  # without the tables' header row
-    assert {v["line"]: v["verdict"] for v in saved["verdicts"]} == table and len(table) == 34
+    assert {v["line"]: v["verdict"] for v in saved["verdicts"]} == table and len(saved["verdicts"]) == len(table) == 34
 
 
 def test_empty_and_partial_ledgers_do_not_crash(tmp_path):
