@@ -610,9 +610,9 @@ def _search(page: Page) -> None:
         rows = []
         for n in teams:
             rows.append([lab(n)] + [fmt(_ci(vals(s.ev(split, e, n), "eval/pass1_mcts"))) for e in modes]
-                        + [fmt(_ci(vals(s.ev(split, m, n), "eval/pass_at_n"))) for m in modes[-1:]])
+                        + [fmt(_ci(vals(s.ev(split, m, n), "eval/pass_at_n"))) for m in modes])
         page.table(["team", *[f"{SEARCH_LABELS[e]} Pass@1(MCTS)" for e in modes],
-                    f"{SEARCH_LABELS[modes[-1]]} Pass@N"], rows)
+                    *[f"{SEARCH_LABELS[e]} Pass@N" for e in modes]], rows)
         rows = []
         for n in teams:
             for b in TTS_BUDGETS:
