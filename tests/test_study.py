@@ -121,6 +121,7 @@ def test_ledger_resumes_on_a_machine_without_the_run_dirs(tmp_path):
         assert json.loads((ledger_dir / j.rel / "results.json").read_text())["status"] == "completed"
         meta = json.loads((ledger_dir / j.rel / "job.json").read_text())
         assert meta["stage"] == j.stage and meta["seconds"] >= 0 and "loadavg" in meta
+        assert 0 < meta["cpu_s"] < 60  # the job's own CPU time (a Python start-up), not the study's
     import shutil
 
     shutil.rmtree(root)  # a fresh clone: only the ledger is left
@@ -172,3 +173,22 @@ def test_report_reads_the_runs_and_computes_the_orderings(tmp_path):
     assert "| hetero ×2 | 3 | 20.0 | 50.1 ± 0.2 | 30.1 ± 0.2 |" in text  # before, after ± CI, paired Δ
     assert (tmp_path / "docs" / "results" / "scaling_law.png").stat().st_size > 1000
     assert "77.7" in text  # the paper's anchors are on the page
+
+
+def test_ledger_keeps_tree_diagnostics_and_backfills_them(tmp_path):
+    from test_study_report import tree
+
+    root, ledger = tmp_path / "study", study.Ledger(tmp_path / "ledger")
+    d = root / "eval" / "test" / "ab_mcts" / "hetero_s0"
+    body = _writer("completed") + ""
+    body = body.replace("sys.exit(0)\n", f"(d / 'trees').mkdir()\n(d / 'trees' / 'seed0.json').write_text("
+                                         f"{json.dumps(json.dumps({'team': [tree()]}))})\nsys.exit(0)\n")
+    j = study.Job("eval", "ab_mcts", "hetero", 0, d, [sys.executable, "-c", body, f"hydra.run.dir={d}"],
+                  rel=d.relative_to(root))
+    assert study.run_jobs([j], parallel=1, ledger=ledger) == []
+    diag = json.loads((ledger.path / j.rel / "diagnostics.json").read_text())
+    assert (diag["nodes"], diag["gen"], diag["cont"]) == (8, 2, 6)  # tree_diagnostics.summarize of the saved tree
+    (ledger.path / j.rel / "diagnostics.json").unlink()
+    meta = (ledger.path / j.rel / "job.json").read_text()
+    assert ledger.backfill([j], say=lambda _: None) == 1
+    assert (ledger.path / j.rel / "diagnostics.json").is_file() and (ledger.path / j.rel / "job.json").read_text() == meta

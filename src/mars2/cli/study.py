@@ -150,7 +150,7 @@ class Ledger:
     def has(self, job: Job) -> bool:
         return self.path is not None and completed(self.path / job.rel)
 
-    def record(self, job: Job, seconds: float) -> None:
+    def record(self, job: Job, seconds: float, cpu_s: float | None = None) -> None:
         if self.path is None:
             return
         dst = self.path / job.rel
@@ -160,6 +160,7 @@ class Ledger:
                 shutil.copyfile(job.dir / name, dst / name)
         meta = {"stage": job.stage, "name": job.name, "run": job.run, "seed": job.seed, "split": job.split,
                 "cmd": [Path(job.cmd[1]).name, *job.cmd[2:]], "seconds": round(seconds, 1),
+                "cpu_s": None if cpu_s is None else round(cpu_s, 3),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg": [round(x, 2) for x in os.getloadavg()],
                 "commit": _git_commit(self.repo) if self.repo else None}
         (dst / "job.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -176,7 +177,7 @@ class Ledger:
                 continue
             old = self.path / job.rel / "job.json"
             keep = json.loads(old.read_text()) if old.is_file() else None
-            self.record(job, float((keep or {}).get("seconds") or 0.0))
+            self.record(job, float((keep or {}).get("seconds") or 0.0), (keep or {}).get("cpu_s"))
             if keep:
                 old.write_text(json.dumps(keep, indent=1) + "\n")
             n += 1
@@ -215,7 +216,7 @@ def _done(job: Job, ledger: Ledger) -> bool:
 def _todo(jobs: Sequence[Job], ledger: Ledger) -> list[Job]:
     """The jobs still to run: an evaluation not finished anywhere; a training job not finished anywhere, or
     finished only in the ledger while an evaluation of it is still to run and its checkpoint is not here."""
-    evals_left = {e.after[0] for e in jobs if e.stage == "eval" and not _done(e, ledger)}
+    evals_left = {a for e in jobs if e.stage == "eval" and not _done(e, ledger) for a in e.after}
     out = []
     for j in jobs:
         if j.stage == "eval":
@@ -224,6 +225,23 @@ def _todo(jobs: Sequence[Job], ledger: Ledger) -> list[Job]:
         elif not completed(j.dir, need_policies=True) and (not ledger.has(j) or j.dir in evals_left):
             out.append(j)
     return out
+
+
+def _reap(proc: subprocess.Popen) -> float | None:
+    """None while ``proc`` runs; once it has exited, its CPU seconds (user + system, with the descendants it
+    waited for: the sandbox servers, the warm-start workers), and ``proc.returncode`` is set. CPU time does not
+    depend on how loaded the machine was, so the ledger can say what the study costs on an idle one."""
+    if proc.returncode is not None:
+        return 0.0
+    try:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere
+        proc.poll()
+        return 0.0 if proc.returncode is not None else None
+    if pid == 0:
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ru.ru_utime + ru.ru_stime
 
 
 def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | None = None) -> list[Job]:
@@ -256,7 +274,8 @@ def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | Non
             time.sleep(0.5)
             for item in list(running):
                 job, proc, t0 = item
-                if proc.poll() is None:
+                cpu = _reap(proc)
+                if cpu is None:
                     continue
                 running.remove(item)
                 producing.discard(job.dir)
@@ -264,7 +283,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | Non
                 say(f"study: {'done' if ok else 'FAILED'} {job.stage} {job.name} seed {job.seed} "
                     f"({time.time() - t0:.0f} s){'' if ok else f', exit {proc.returncode}, see {job.dir}/job.log'}")
                 if ok:
-                    ledger.record(job, time.time() - t0)
+                    ledger.record(job, time.time() - t0, cpu)
                 else:
                     failed.append(job)
     except KeyboardInterrupt:
