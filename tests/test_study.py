@@ -192,3 +192,19 @@ def test_ledger_keeps_tree_diagnostics_and_backfills_them(tmp_path):
     meta = (ledger.path / j.rel / "job.json").read_text()
     assert ledger.backfill([j], say=lambda _: None) == 1
     assert (ledger.path / j.rel / "diagnostics.json").is_file() and (ledger.path / j.rel / "job.json").read_text() == meta
+
+
+def test_ledger_copies_are_compact_and_keep_what_the_page_reads(tmp_path):
+    src, dst = tmp_path / "run", tmp_path / "ledger"
+    src.mkdir()
+    data = {"status": "completed", "final": {"eval/pass1": 0.25}, "history": [{"round": 1, "x": 2}],
+            "metrics": {"eval/pass1": {"mean": 0.25, "per_problem": [0.0, 1.0, 0.0, 0.0], "n_problems": 4}}}
+    (src / "results.json").write_text(json.dumps(data, indent=2))
+    (src / "eval_per_problem.json").write_text(json.dumps({"format": "f", "evals": [{"round": 0}]}, indent=2))
+    j = study.Job("eval", "e", "r", 0, src, ["py", "x"], rel=Path("e"))
+    study.Ledger(dst).record(j, 1.0, 0.5)
+    out = json.loads((dst / "e" / "results.json").read_text())
+    assert out["metrics"] == {"eval/pass1": {"mean": 0.25, "n_problems": 4}}
+    assert {k: out[k] for k in ("status", "final", "history")} == {k: data[k] for k in ("status", "final", "history")}
+    assert "\n " not in (dst / "e" / "eval_per_problem.json").read_text()
+    assert json.loads((dst / "e" / "eval_per_problem.json").read_text()) == {"format": "f", "evals": [{"round": 0}]}

@@ -157,7 +157,7 @@ class Ledger:
         dst.mkdir(parents=True, exist_ok=True)
         for name in LEDGER_FILES:
             if (job.dir / name).is_file():
-                shutil.copyfile(job.dir / name, dst / name)
+                _copy_compact(job.dir / name, dst / name)
         meta = {"stage": job.stage, "name": job.name, "run": job.run, "seed": job.seed, "split": job.split,
                 "cmd": [Path(job.cmd[1]).name, *job.cmd[2:]], "seconds": round(seconds, 1),
                 "cpu_s": None if cpu_s is None else round(cpu_s, 3),
@@ -183,6 +183,20 @@ class Ledger:
             n += 1
         say(f"study: re-recorded {n} finished job(s) into {self.path}")
         return n
+
+
+def _copy_compact(src: Path, dst: Path) -> None:
+    """Copy a result file into the ledger without indentation, and without ``results.json``'s per-problem
+    lists under ``metrics`` (the same outcomes are in ``eval_per_problem.json``): a third of the bytes."""
+    try:
+        data = json.loads(src.read_text())
+    except ValueError:
+        shutil.copyfile(src, dst)
+        return
+    if src.name == "results.json" and isinstance(data.get("metrics"), dict):
+        data["metrics"] = {k: ({kk: vv for kk, vv in v.items() if kk != "per_problem"} if isinstance(v, dict) else v)
+                           for k, v in data["metrics"].items()}
+    dst.write_text(json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def _diagnostics(run_dir: Path) -> dict[str, Any] | None:
