@@ -178,3 +178,85 @@ def test_padding_trim_after_long_rows_finish_equals_untrimmed(setup) -> None:
             assert fast_be.trimmed_columns > 0 and ref_be.trimmed_columns == 0  # the trim really ran
     finally:
         q.generation_config.eos_token_id, l.generation_config.eos_token_id = olds
+
+
+# -- decode attention in row groups ----------------------------------------------------------------------------------
+def test_attention_groups_by_hand_and_against_brute_force() -> None:
+    import itertools
+    import random
+
+    from mars2.rollout.hf_backend import attention_groups
+
+    assert attention_groups([0] * 5, 1) is None  # no padding: nothing to skip
+    assert attention_groups([7], 1) == [(0, 1, 7)]  # one row: its own padding skipped
+    assert attention_groups([150] * 24 + [0] * 8, 256) == [(0, 24, 150), (24, 32, 0)]
+    assert attention_groups([3, 2, 0], 10**6) is None  # one group from column 0 = plain attention
+    assert attention_groups([50, 50, 0], 10**6) is None
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 7)
+        lead = sorted((rng.randint(0, 40) for _ in range(n)), reverse=rng.random() < 0.7)
+        cost = rng.choice([0, 1, 8, 30, 200])
+        got = attention_groups(lead, cost)
+        groups = got if got is not None else [(0, n, min(lead))]
+        assert groups[0][0] == 0 and groups[-1][1] == n
+        assert all(g[1] == h[0] for g, h in zip(groups, groups[1:]))
+        assert all(c == min(lead[a:b]) for a, b, c in groups)  # never skips a column some row attends
+
+        def cost_of(gs):
+            return sum(cost - (b - a) * c for a, b, c in gs)
+
+        best = min(cost_of([(a, b, min(lead[a:b])) for a, b in zip((0,) + cuts, cuts + (n,))])
+                   for k in range(n) for cuts in itertools.combinations(range(1, n), k))
+        assert cost_of(groups) == best
+
+
+@pytest.mark.parametrize("temperature,top_p,split", [(0.7, 0.9, 1), (1.3, 0.8, 1), (0.7, 0.9, 12), (1.3, 0.8, 40)])
+def test_grouped_decode_attention_equals_plain(setup, temperature, top_p, split) -> None:
+    """Row groups that skip other rows' padding (split cost 1: one row per group; 12, 40: groups of rows with
+    different padding, attending from the least padded row's first real column) leave tokens and log-probs
+    those of one attention call over the whole padded width, with and without the prefix cache."""
+    from mars2.rollout.hf_backend import _GROUPS
+
+    tok, q, l = setup
+    calls = _tree_calls()
+    for kw in (dict(split_cost_tokens=0, prefix_cache_tokens=0), dict(prefix_cache_tokens=4096)):
+        ref_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=16, seed=3,
+                           temperature=temperature, top_p=top_p, **kw)
+        ref_be.attention_split_positions = 0
+        fast_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=16, seed=3,
+                            temperature=temperature, top_p=top_p, **kw)
+        fast_be.attention_split_positions = split
+        ref = [ref_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+        fast = [fast_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+        _assert_same(ref, fast)
+        assert _GROUPS.value is None  # reset after every decode forward
+        # not vacuous: the groups really skipped padded columns, down to the unpadded floor at most
+        assert ref_be.attended_positions == ref_be.decode_positions
+        assert fast_be.real_positions <= fast_be.attended_positions < fast_be.decode_positions
+        assert fast_be.decode_positions == ref_be.decode_positions
+
+
+def test_grouped_sdpa_is_the_plain_function_outside_decode(setup) -> None:
+    """The wrapper installed in transformers' attention registry changes nothing for other callers (the
+    trainer's forwards): same logits, bitwise, as the original sdpa function on a padded batch."""
+    from transformers.modeling_utils import AttentionInterface
+
+    from mars2.rollout.hf_backend import _grouped_sdpa_ready
+
+    tok, q, _ = setup
+    assert _grouped_sdpa_ready(q)
+    wrapper = AttentionInterface._global_mapping["sdpa"]
+    assert wrapper._mars2_grouped
+    ids = torch.randint(5, 200, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    mask[1, :2] = 0
+    with torch.no_grad():
+        with_wrapper = q(input_ids=ids, attention_mask=mask).logits
+        AttentionInterface._global_mapping["sdpa"] = wrapper._mars2_plain
+        try:
+            plain = q(input_ids=ids, attention_mask=mask).logits
+        finally:
+            AttentionInterface._global_mapping["sdpa"] = wrapper
+    assert torch.equal(with_wrapper, plain)

@@ -14,6 +14,7 @@ eval mode for generation and restored to their previous mode afterwards.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Mapping, Sequence
 
 import torch
@@ -79,9 +80,15 @@ class HFBackend(BackendBase):
         self.prefix_hit_tokens = 0  # prompt tokens whose KV came from the prefix cache (statistics)
         self.trim_padding = True  # drop leading all-padding KV columns once the longest prompts finished
         self.trimmed_columns = 0  # statistics
+        # Decode attention in row groups (`attention_groups`): each group of rows attends only from its first
+        # unpadded column, so short rows sharing a batch with long refinement prompts skip the long rows'
+        # padding; a group costs about this many attended positions of fixed overhead. <= 0: one attention call.
+        self.attention_split_positions = 128
         self.prefill_tokens = 0  # padded prompt positions computed by prefill forwards (statistics)
         self.decode_steps = 0  # decode forwards (statistics)
-        self.decode_positions = 0  # sum over decode forwards of rows x attended width (statistics)
+        self.decode_positions = 0  # sum over decode forwards of rows x KV width (statistics)
+        self.attended_positions = 0  # the same, counting only the columns each row group attends (statistics)
+        self.real_positions = 0  # the same, counting only unpadded columns: the floor of any padding scheme
 
     def close(self) -> None:
         """Nothing to release but the prefix cache: the modules belong to the trainer (same interface as
@@ -162,9 +169,9 @@ class HFBackend(BackendBase):
         self.prefix_hit_tokens += sum(m for m, _ in hits)
         suffix = [n - m for n, (m, _) in zip(lens, hits)]
         order = sorted(range(b), key=lambda r: suffix[r])
-        keys: list[list[torch.Tensor]] | None = None
-        values: list[list[torch.Tensor]] | None = None
-        logits_parts, rows_done = [], []
+        final_k: list[torch.Tensor] = []  # per layer [b, kv_heads, width + extra, head_dim]: the decode buffers
+        final_v: list[torch.Tensor] = []
+        logits = None
         for a, z in padding_batches([suffix[r] for r in order], b, self.split_cost_tokens):
             rows = order[a:z]
             g, big_m, big_s = len(rows), max(hits[r][0] for r in rows), max(suffix[r] for r in rows)
@@ -182,44 +189,46 @@ class HFBackend(BackendBase):
                 src[j, width - s:] = torch.arange(big_m + big_s - s, big_m + big_s)
             kw = {}
             if big_m:
+                # The cached prefixes are written into buffers with room for the suffix, so the forward
+                # appends the suffix KV in place (`_BufferLayer.update`) instead of concatenating.
                 past = []
                 for layer, (k0, v0) in enumerate(hits[next(r for r in rows if hits[r][0])][1]):
-                    kp = k0.new_zeros((g, k0.shape[0], big_m, k0.shape[2]))
-                    vp = v0.new_zeros((g, v0.shape[0], big_m, v0.shape[2]))
+                    kp = k0.new_zeros((g, k0.shape[0], big_m + big_s, k0.shape[2]))
+                    vp = v0.new_zeros((g, v0.shape[0], big_m + big_s, v0.shape[2]))
                     for j, r in enumerate(rows):
                         m, kv = hits[r]
                         if m:
-                            kp[j, :, big_m - m:] = kv[layer][0][:, :m]
-                            vp[j, :, big_m - m:] = kv[layer][1][:, :m]
-                    past.append((kp, vp))
-                kw[_cache_kwarg(model)] = _make_cache(past)
+                            kp[j, :, big_m - m:big_m] = kv[layer][0][:, :m]
+                            vp[j, :, big_m - m:big_m] = kv[layer][1][:, :m]
+                    past.append(_buffer_layer_class().over(kp, vp, big_m))
+                kw[_cache_kwarg(model)] = _cache_of(past)
             out = model(input_ids=ids.to(device), attention_mask=gmask.to(device), position_ids=pos.to(device),
                         use_cache=True, logits_to_keep=1, **kw)
             self.prefill_tokens += g * big_s
             cache = _out_cache(out)
             idx = src.to(device)[:, None, :, None]
-            gk, gv = [], []
-            for lay in cache.layers:
+            rows_t = torch.tensor(rows, dtype=torch.long, device=device)
+            for layer, lay in enumerate(cache.layers):
+                if len(final_k) <= layer:
+                    shape = (b, lay.keys.shape[1], width + max(extra, 0), lay.keys.shape[3])
+                    final_k.append(lay.keys.new_empty(shape))
+                    final_v.append(lay.values.new_empty(shape))
                 e = idx.expand(-1, lay.keys.shape[1], -1, lay.keys.shape[3])
-                gk.append(lay.keys.gather(2, e))
-                gv.append(lay.values.gather(2, e))
-            if keys is None:
-                keys, values = [[] for _ in gk], [[] for _ in gv]
-            for layer in range(len(gk)):
-                keys[layer].append(gk[layer])
-                values[layer].append(gv[layer])
-            logits_parts.append(out.logits[:, -1, :])
-            rows_done.extend(rows)
-        inv = torch.empty(b, dtype=torch.long)
-        inv[torch.tensor(rows_done)] = torch.arange(b)
-        inv = inv.to(device)
-        layers = [(torch.cat(keys[layer]).index_select(0, inv), torch.cat(values[layer]).index_select(0, inv))
-                  for layer in range(len(keys))]
+                final_k[layer][:, :, :width].index_copy_(0, rows_t, lay.keys.gather(2, e))
+                final_v[layer][:, :, :width].index_copy_(0, rows_t, lay.values.gather(2, e))
+            last = out.logits[:, -1, :]
+            if logits is None:
+                logits = last.new_empty((b, last.shape[-1]))
+            logits.index_copy_(0, rows_t, last)
         if store is not None:
             for r, p in enumerate(prompts):
                 n = lens[r]
-                store.add(p, [(k[r, :, width - n:].clone(), v[r, :, width - n:].clone()) for k, v in layers])
-        return _make_cache(layers, extra), torch.cat(logits_parts).index_select(0, inv), mask
+                store.add(p, [(k[r, :, width - n:width].clone(), v[r, :, width - n:width].clone())
+                              for k, v in zip(final_k, final_v)])
+        if extra > 0:
+            layers = [_buffer_layer_class().over(k, v, width) for k, v in zip(final_k, final_v)]
+            return _cache_of(layers), logits, mask
+        return _make_cache([(k, v) for k, v in zip(final_k, final_v)]), logits, mask
 
     def _prefix_store(self, pid: str, model) -> "PrefixKVCache | None":
         """This policy's prefix store, emptied when the module's weights moved (in-place version counters)."""
@@ -247,6 +256,9 @@ class HFBackend(BackendBase):
         cache, logits, mask = self._prefill(model, pid, prompts, device, pad, extra=max_new)
         next_pos = torch.tensor([[len(p)] for p in prompts], dtype=torch.long, device=device)
         lead = torch.tensor([mask.shape[1] - len(p) for p in prompts], dtype=torch.long, device=device)  # left pads
+        grouped = self.attention_split_positions > 0 and _grouped_sdpa_ready(model)
+        pads = sum(lead.tolist())
+        groups = attention_groups(lead.tolist(), self.attention_split_positions) if grouped else None
         for step in range(max_new):
             logp = sampling_logprobs(logits, self.temperature, self.top_p)
             if greedy:
@@ -279,15 +291,90 @@ class HFBackend(BackendBase):
                     self.trimmed_columns += cut
                 else:
                     lead = lead[sel]
+                pads = sum(lead.tolist())
+                if grouped:
+                    groups = attention_groups(lead.tolist(), self.attention_split_positions)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
-                        use_cache=True, **{ckw: cache})
+            _GROUPS.value = groups
+            try:
+                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos,
+                            use_cache=True, **{ckw: cache})
+            finally:
+                _GROUPS.value = None
             self.decode_steps += 1
             self.decode_positions += mask.shape[0] * mask.shape[1]
+            self.real_positions += mask.shape[0] * mask.shape[1] - pads
+            self.attended_positions += (mask.shape[0] * mask.shape[1] if groups is None else
+                                        sum((b - a) * (mask.shape[1] - c) for a, b, c in groups))
             cache = _out_cache(out)
             logits = out.logits[:, -1, :]
             next_pos = next_pos + 1
         return [(responses[r], logps[r], not done[r]) for r in range(b)]
+
+
+def attention_groups(lead: Sequence[int], split_cost: int) -> list[tuple[int, int, int]] | None:
+    """Row groups ``(a, b, start)`` for a decode step's attention: rows ``[a, b)`` attend over KV columns
+    ``start:`` only, ``start = min(lead[a:b])`` (``lead``: each row's count of leading padding columns, masked
+    in that row). Consecutive groups minimising ``sum(split_cost + rows * attended width)`` (exact DP; the
+    width is measured from column 0, the common width cancels out); ``None`` when one group is best."""
+    n = len(lead)
+    if n == 0 or max(lead) == 0:
+        return None
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        low = lead[j - 1]
+        for i in range(j - 1, -1, -1):  # last group = [i, j)
+            low = min(low, lead[i])
+            c = best[i] + split_cost - (j - i) * low
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    out, j = [], n
+    while j > 0:
+        i = cut[j]
+        out.append((i, j, min(lead[i:j])))
+        j = i
+    out.reverse()
+    if len(out) == 1 and out[0][2] == 0:
+        return None
+    return out
+
+
+class _Groups(threading.local):
+    value: "list[tuple[int, int, int]] | None" = None
+
+
+_GROUPS = _Groups()  # row groups of the decode forward running in this thread (None: plain attention)
+
+
+def _grouped_sdpa_ready(model) -> bool:
+    """Install (once) the grouped wrapper of transformers' ``sdpa`` attention; True when ``model`` uses it.
+    Outside `HFBackend`'s decode forwards (``_GROUPS.value is None``) the wrapper is the original function."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) != "sdpa" or not _plain_kv_layers(model):
+        return False
+    try:
+        from transformers.modeling_utils import AttentionInterface
+    except ImportError:  # pragma: no cover - older transformers
+        return False
+    mapping = AttentionInterface._global_mapping
+    plain = mapping.get("sdpa")
+    if plain is None:
+        return False
+    if getattr(plain, "_mars2_grouped", False):
+        return True
+
+    def grouped_sdpa(module, query, key, value, attention_mask, *args, **kwargs):
+        groups = _GROUPS.value
+        if groups is None or query.shape[2] != 1 or attention_mask is None or attention_mask.shape[0] != query.shape[0]:
+            return plain(module, query, key, value, attention_mask, *args, **kwargs)
+        parts = [plain(module, query[a:b], key[a:b, :, c:], value[a:b, :, c:], attention_mask[a:b, ..., c:],
+                       *args, **kwargs)[0] for a, b, c in groups]
+        return torch.cat(parts), None
+
+    grouped_sdpa._mars2_grouped = True  # type: ignore[attr-defined]
+    grouped_sdpa._mars2_plain = plain  # type: ignore[attr-defined]
+    AttentionInterface.register("sdpa", grouped_sdpa)
+    return True
 
 
 def decode_batches(n: int, max_batch: int) -> list[tuple[int, int]]:
@@ -367,6 +454,15 @@ def _make_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], extra: int = 0)
     return cache
 
 
+def _cache_of(layers: list) -> object:
+    """A `DynamicCache` whose layers are ``layers`` (`_BufferLayer`s)."""
+    from transformers.cache_utils import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = list(layers)
+    return cache
+
+
 def _trims(cache) -> bool:
     return all(hasattr(lay, "trim_front") for lay in cache.layers)
 
@@ -393,6 +489,16 @@ def _buffer_layer_class():
             self.vbuf[:, :, :n] = v
             self.n, self.device, self.is_initialized = n, k.device, True
             self._views()
+
+        @classmethod
+        def over(cls, kbuf: torch.Tensor, vbuf: torch.Tensor, n: int) -> "_BufferLayer":
+            """A layer whose buffers are ``kbuf``/``vbuf`` themselves (no copy), the first ``n`` positions
+            filled."""
+            self = cls.__new__(cls)
+            DynamicLayer.__init__(self)
+            self.kbuf, self.vbuf, self.n, self.device, self.is_initialized = kbuf, vbuf, n, kbuf.device, True
+            self._views()
+            return self
 
         def _views(self) -> None:
             self.keys, self.values = self.kbuf[:, :, : self.n], self.vbuf[:, :, : self.n]
