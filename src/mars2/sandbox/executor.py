@@ -1,8 +1,9 @@
 """Parent side of the code-execution sandbox (method.md §2): scores programs on a problem's tests.
 
-Each worker is a long-lived *fork server* (``python -I harness.py``, see :mod:`mars2.sandbox.harness`)
-that set up its isolation once and forks a fresh child per program run (functional problems) or per test
-(stdin problems). The parent
+Each worker is a long-lived *fork server* (``python -I`` importing :mod:`mars2.sandbox.harness` from its
+cached bytecode and running its ``main``) that set up its isolation once and forks a fresh child per
+program run (all its tests in order; a fresh ``__main__`` per stdin test; with ``fresh_process_per_test``
+one child per test). The parent
 
 - ships the program and the test **inputs** to a server – never the expected outputs;
 - receives raw results (a serialised return value, captured stdout, or an error) test by test;

@@ -1,9 +1,11 @@
 """Child side of mars2.sandbox (method.md §2): value codec, message framing and the fork server.
 
-This module is **stdlib only** and never imports ``mars2``: the parent launches it as a script,
-``python -I harness.py``, and that long-lived *fork server* then forks one short-lived child per program
-run (functional problems: one child runs all remaining tests; stdin problems: one child per test).
-Interpreter start-up (~75–110 ms here) is paid once per server instead of once per test.
+This module is **stdlib only** and never imports ``mars2``: the parent starts ``python -I`` that imports
+this file by path (from its cached bytecode: a script would be compiled from source at every start, and
+the compiler's freed memory would stay resident in the server, to be mapped by every fork) and calls
+:func:`main`. That long-lived *fork server* then forks one short-lived child per program run, which runs
+the remaining tests one after another (stdin problems: a fresh ``__main__`` per test; ``isolate``: one
+child per test). Interpreter start-up (~75–110 ms here) is paid once per server instead of once per test.
 
 Trust boundaries (why things are where they are):
 
