@@ -260,3 +260,60 @@ def test_grouped_sdpa_is_the_plain_function_outside_decode(setup) -> None:
         finally:
             AttentionInterface._global_mapping["sdpa"] = wrapper
     assert torch.equal(with_wrapper, plain)
+
+
+# -- finished rows leave the batch by swap-remove ---------------------------------------------------------------------
+def test_swap_remove_order_by_hand() -> None:
+    from mars2.rollout.hf_backend import swap_remove_order
+
+    assert swap_remove_order([False, True, False, True, False, False]) == [0, 4, 2, 5]
+    assert swap_remove_order([True, False, False]) == [2, 1]
+    assert swap_remove_order([False, False, True]) == [0, 1]  # last row: nothing moves
+    assert swap_remove_order([True, True]) == []
+    import random
+
+    rng = random.Random(1)
+    for _ in range(300):
+        fin = [rng.random() < 0.4 for _ in range(rng.randint(1, 12))]
+        order = swap_remove_order(fin)
+        assert sorted(order) == [r for r, f in enumerate(fin) if not f]  # exactly the live rows, once each
+        # a row moves only into a slot freed by a finished row (so in-order copies never clobber a mover)
+        assert all(j == r or (fin[j] and r >= len(order)) for j, r in enumerate(order))
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (1.3, 0.8)])
+def test_swap_remove_equals_index_select(setup, temperature, top_p) -> None:
+    """Rows finishing at different steps (a frequent token declared end-of-turn) move into freed slots, so
+    the batch's row order changes: tokens and log-probs stay those of the order-preserving removal (sampling
+    runs in the original row order), with the prefix cache and attention groups on or off."""
+    tok, q, l = setup
+    flat = [r for c in _tree_calls() for r in c]
+    calls = [flat, flat[::-1]]  # 6-7 rows per policy and call: moves leave several live rows to reorder
+    probe_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=24, seed=7)
+    probe = [probe_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+    counts: dict[int, int] = {}
+    for c in probe:
+        for g in c:
+            for t in g.response_ids[1:]:
+                counts[t] = counts.get(t, 0) + 1
+    common = max(counts, key=counts.get)  # a frequent token: rows stop at scattered steps
+    olds = (q.generation_config.eos_token_id, l.generation_config.eos_token_id)
+    q.generation_config.eos_token_id = [tok.eos_token_id, common]
+    l.generation_config.eos_token_id = [tok.eos_token_id, common]
+    try:
+        for kw, split in ((dict(split_cost_tokens=0, prefix_cache_tokens=0), 0), (dict(prefix_cache_tokens=4096), 12)):
+            ref_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=24, seed=7,
+                               temperature=temperature, top_p=top_p, **kw)
+            ref_be.swap_remove, ref_be.attention_split_positions = False, split
+            fast_be = HFBackend({"q": q, "l": l}, {"q": tok, "l": tok}, max_new_tokens=24, seed=7,
+                                temperature=temperature, top_p=top_p, **kw)
+            fast_be.attention_split_positions = split
+            ref = [ref_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+            fast = [fast_be.generate([GenerationRequest(p, m) for p, m in c]) for c in calls]
+            _assert_same(ref, fast)
+            assert fast_be.moved_rows > 0 and ref_be.moved_rows == 0  # rows really changed places
+            assert fast_be.reordered_steps > 0  # and were sampled in the original order afterwards
+            lens = [len(g.response_ids) for c in fast for g in c]
+            assert len(set(lens)) > 2
+    finally:
+        q.generation_config.eos_token_id, l.generation_config.eos_token_id = olds

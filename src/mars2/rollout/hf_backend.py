@@ -84,6 +84,11 @@ class HFBackend(BackendBase):
         # unpadded column, so short rows sharing a batch with long refinement prompts skip the long rows'
         # padding; a group costs about this many attended positions of fixed overhead. <= 0: one attention call.
         self.attention_split_positions = 128
+        # Finished rows leave the batch by swap-remove (the last live row's KV copied into their slot) rather
+        # than a copy of the whole cache; sampling still runs in the original row order. False: index_select.
+        self.swap_remove = True
+        self.moved_rows = 0  # rows moved into a finished row's slot (statistics)
+        self.reordered_steps = 0  # sampling steps whose rows were reordered back to the original order
         self.prefill_tokens = 0  # padded prompt positions computed by prefill forwards (statistics)
         self.decode_steps = 0  # decode forwards (statistics)
         self.decode_positions = 0  # sum over decode forwards of rows x KV width (statistics)
@@ -259,13 +264,22 @@ class HFBackend(BackendBase):
         grouped = self.attention_split_positions > 0 and _grouped_sdpa_ready(model)
         pads = sum(lead.tolist())
         groups = attention_groups(lead.tolist(), self.attention_split_positions) if grouped else None
+        swap = self.swap_remove
+        canon = None  # batch rows in the original (ascending) row order, once swaps reordered them
+        permuted = False
         for step in range(max_new):
+            if canon is not None:  # sample in the original row order: the same random stream per row
+                logits = logits.index_select(0, canon)
+                self.reordered_steps += 1
             logp = sampling_logprobs(logits, self.temperature, self.top_p)
             if greedy:
                 nxt = logits.argmax(-1)
             else:
                 nxt = torch.multinomial(logp.exp(), 1, generator=gen).squeeze(-1)
             lp = logp.gather(-1, nxt[:, None]).squeeze(-1)
+            if canon is not None:  # back to the batch's row order
+                nxt = torch.empty_like(nxt).index_copy_(0, canon, nxt)
+                lp = torch.empty_like(lp).index_copy_(0, canon, lp)
             finished = torch.isin(nxt, eos_t)
             nxt_l, lp_l, fin_l, rows = nxt.tolist(), lp.tolist(), finished.tolist(), active.tolist()
             for j, row in enumerate(rows):
@@ -275,11 +289,22 @@ class HFBackend(BackendBase):
                     done[row] = True
             if step == max_new - 1 or all(done):
                 break
-            keep = ~finished
-            if not bool(keep.all()):  # drop finished rows from the batch and the KV cache
-                sel = keep.nonzero().squeeze(-1)
-                cache.batch_select_indices(sel)
+            if any(fin_l):  # drop finished rows from the batch and the KV cache
+                if swap and _removes(cache):
+                    # each finished row is overwritten by the batch's last live row (one row copied per
+                    # layer instead of the whole cache); the rows' order changes, `canon` restores it
+                    sel_l = swap_remove_order(fin_l)
+                    moved = sum(j != r for j, r in enumerate(sel_l))
+                    self.moved_rows += moved
+                    permuted = permuted or moved > 0
+                    for lay in cache.layers:
+                        lay.remove_rows(sel_l)
+                    sel = torch.tensor(sel_l, dtype=torch.long, device=device)
+                else:
+                    sel = (~finished).nonzero().squeeze(-1)
+                    cache.batch_select_indices(sel)
                 active, nxt, mask, next_pos = active[sel], nxt[sel], mask[sel], next_pos[sel]
+                canon = active.argsort() if permuted and len(active) > 1 else None
                 # Leading columns now masked in every live row (the longest prompts finished): drop them
                 # from the mask and the KV views, so later steps attend over fewer padded positions.
                 cut = mask.shape[1] - (mask.shape[1] - lead[sel]).max()
@@ -463,6 +488,25 @@ def _cache_of(layers: list) -> object:
     return cache
 
 
+def swap_remove_order(finished: Sequence[bool]) -> list[int]:
+    """The rows kept when the ``finished`` rows of a batch are removed by swap-remove: entry ``j`` of the
+    result is the old row now at row ``j``. Each finished slot below the new size takes a live row from the
+    end; a row moves only into a freed slot, so moving rows in order never overwrites a row still to move."""
+    n = len(finished)
+    live = [r for r in range(n) if not finished[r]]
+    k = len(live)
+    order = list(range(k))
+    movers = [r for r in live if r >= k]  # live rows beyond the new size, filling the holes below it
+    holes = [r for r in range(k) if finished[r]]
+    for h, r in zip(holes, movers):
+        order[h] = r
+    return order
+
+
+def _removes(cache) -> bool:
+    return all(hasattr(lay, "remove_rows") for lay in cache.layers)
+
+
 def _trims(cache) -> bool:
     return all(hasattr(lay, "trim_front") for lay in cache.layers)
 
@@ -517,6 +561,16 @@ def _buffer_layer_class():
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             self.kbuf, self.vbuf = self.kbuf[indices, ...], self.vbuf[indices, ...]
+            self._views()
+
+        def remove_rows(self, order: Sequence[int]) -> None:
+            """Keep rows ``order`` (from `swap_remove_order`: each kept row either stays or moves into a
+            freed slot), copying only the moved rows; the batch shrinks to ``len(order)`` rows (views)."""
+            for new, old in enumerate(order):
+                if new != old:
+                    self.kbuf[new] = self.kbuf[old]
+                    self.vbuf[new] = self.vbuf[old]
+            self.kbuf, self.vbuf = self.kbuf[: len(order)], self.vbuf[: len(order)]
             self._views()
 
         def trim_front(self, cut: int) -> None:
