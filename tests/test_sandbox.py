@@ -1,6 +1,7 @@
 """Sandbox behaviour (method.md §2, §6.1): verdicts, comparison, speed-relevant paths and feedback texts."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -480,3 +481,38 @@ def test_humaneval_canonical_pass_and_broken_fail():
         bad = s.evaluate_many([(p, p.statement + "    return None\n") for p in probs])
     assert [p.id for p, e in zip(probs, good) if not e.all_pass] == []
     assert [p.id for p, e in zip(probs, bad) if e.all_pass] == []
+
+
+def test_server_start_maps_no_unneeded_modules():
+    """Every fork copies the server's page tables and every child's exit frees them again, so the server
+    process is kept small: it imports the harness from bytecode the way the parent launches it, and the
+    harness never imports tempfile/shutil (which map zlib, bz2 and lzma) unless it needs the fallback
+    work dir. A structural check, not a timing one."""
+    import subprocess
+    import sys
+
+    from mars2.sandbox import executor
+
+    probe = executor._LAUNCH.replace("m.main()", "m.preload(); print(sorted(sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-c", probe, executor.HARNESS_PATH], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    mods = set(eval(out))  # noqa: S307 - our own subprocess printing a list of names
+    assert "mars2_sandbox_server" in mods
+    assert not mods & {"tempfile", "shutil", "bz2", "lzma", "zlib", "threading", "subprocess"}
+
+
+def test_fallback_work_dir_without_mount_namespace(tmp_path, monkeypatch):
+    """Without a private /tmp the server makes each run's work dir with tempfile (imported only there)."""
+    from mars2.sandbox import harness
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    server = harness.Server({"timeout_s": 1.0})
+    server.rid = 7
+    server._make_workdir()
+    assert server.workdir.startswith(str(tmp_path) + "/mars2-sandbox-")
+    assert os.path.isdir(server.workdir) and (os.stat(server.workdir).st_mode & 0o777) == 0o700
+    os.rmdir(server.workdir)
+    os.close(server.devnull)
