@@ -179,20 +179,20 @@ def scaling_law_chart(groups: list[dict[str, Any]], path: Path,
     return _save(fig, path)
 
 
-def tts_curves(groups: list[dict[str, Any]], path: Path) -> Path | None:
-    budgets = tts_budgets([r for g in groups for r in g["runs"]])
-    if not budgets:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.0, 4.3))
-    for g in groups:
-        stats = [_ci(metric_values(g["runs"], f"eval/tts/{b}"), rate=True) for b in budgets]
-        pts = [(b, s) for b, s in zip(budgets, stats) if not math.isnan(s[0])]
-        if not pts:
-            continue
-        bs, ss = [p[0] for p in pts], [p[1] for p in pts]
-        line, = ax.plot(bs, [s[0] for s in ss], marker="o", label=f"{g['label']} (n={len(g['runs'])})")
-        ax.fill_between(bs, [s[1] for s in ss], [s[2] for s in ss], alpha=0.15, color=line.get_color())
+def _tts_line(ax, g: dict[str, Any], budgets: Sequence[int], alpha: float, **kw: Any) -> None:
+    """One group's TTS curve: mean over seeds of ``eval/tts/<b>`` with its 95 % CI band (budgets without a
+    value are left out)."""
+    stats = [_ci(metric_values(g["runs"], f"eval/tts/{b}"), rate=True) for b in budgets]
+    pts = [(b, st) for b, st in zip(budgets, stats) if not math.isnan(st[0])]
+    if not pts:
+        return
+    bs, ss = [p[0] for p in pts], [p[1] for p in pts]
+    line, = ax.plot(bs, [st[0] for st in ss], marker="o", label=f"{g['label']} (n={len(g['runs'])})", **kw)
+    ax.fill_between(bs, [st[1] for st in ss], [st[2] for st in ss], alpha=alpha, color=line.get_color())
+
+
+def _tts_axes(ax, budgets: Sequence[int]) -> None:
+    """Log-2 budget axis with a tick per budget, Pass@1 in [0, 1]; "no data" on an empty panel."""
     if not ax.lines:
         _no_data(ax)
     ax.set_xscale("log", base=2)
@@ -200,6 +200,17 @@ def tts_curves(groups: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_xticklabels([str(b) for b in budgets])
     ax.minorticks_off()
     ax.set_ylim(0.0, 1.0)
+
+
+def tts_curves(groups: list[dict[str, Any]], path: Path) -> Path | None:
+    budgets = tts_budgets([r for g in groups for r in g["runs"]])
+    if not budgets:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.3))
+    for g in groups:
+        _tts_line(ax, g, budgets, alpha=0.15)
+    _tts_axes(ax, budgets)
     ax.set_xlabel("node budget (nodes per problem, search cut after the first b nodes)")
     ax.set_ylabel("Pass@1 of the search's final answer")
     ax.set_title(f"Test-time scaling at the final evaluation\nlines: mean, {_band_note(groups)}", fontsize=9)
@@ -223,23 +234,9 @@ def tts_panels(panels: Sequence[tuple[str, list[dict[str, Any]]]], path: Path) -
     every = sorted({b for g in all_groups for b in tts_budgets(g["runs"])})
     for ax, (title, groups) in zip(axes.flat, panels):
         for g in groups:
-            budgets = tts_budgets(g["runs"])
-            stats = [_ci(metric_values(g["runs"], f"eval/tts/{b}"), rate=True) for b in budgets]
-            pts = [(b, st) for b, st in zip(budgets, stats) if not math.isnan(st[0])]
-            if not pts:
-                continue
-            bs, ss = [p[0] for p in pts], [p[1] for p in pts]
-            kw = {k: g[k] for k in ("color", "linestyle") if g.get(k)}
-            line, = ax.plot(bs, [st[0] for st in ss], marker="o", markersize=3,
-                            label=f"{g['label']} (n={len(g['runs'])})", **kw)
-            ax.fill_between(bs, [st[1] for st in ss], [st[2] for st in ss], alpha=0.12, color=line.get_color())
-        if not ax.lines:
-            _no_data(ax)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(every)
-        ax.set_xticklabels([str(b) for b in every])
-        ax.minorticks_off()
-        ax.set_ylim(0.0, 1.0)
+            _tts_line(ax, g, tts_budgets(g["runs"]), alpha=0.12, markersize=3,
+                      **{k: g[k] for k in ("color", "linestyle") if g.get(k)})
+        _tts_axes(ax, every)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("node budget b (first b nodes of the search)", fontsize=8)
         ax.set_ylabel("Pass@1 of the final answer", fontsize=8)
