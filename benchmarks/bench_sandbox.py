@@ -358,7 +358,8 @@ def _git_state() -> dict:
 
 def run_summary(res: dict) -> dict:
     """What one run showed, in a few numbers (kept for every run in ``runs``)."""
-    out: dict = {k: res.get(k) for k in ("date", "command", "git", "load_before", "load_after")}
+    out: dict = {k: res.get(k) for k in ("date", "command", "git", "load_before", "load_after", "conditions")
+                 if k in res}
     for w in (1, 2):
         h = res.get("humaneval", {}).get(f"workers_{w}")
         if h and "speedup" in h:
@@ -399,6 +400,8 @@ def main() -> None:
     ap.add_argument("--no-humaneval", action="store_true")
     ap.add_argument("--only", choices=("minicode", "humaneval", "layers", "layers_micro"), action="append",
                     help="run only these workloads (default: all)")
+    ap.add_argument("--conditions", default="", help="free text stored with the result: what else ran (e.g. a "
+                                                     "study at nice 19)")
     args = ap.parse_args()
     only = set(args.only or ("minicode", "humaneval", "layers", "layers_micro"))
     repeats = 1 if args.quick else 3
@@ -408,6 +411,7 @@ def main() -> None:
     res: dict = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
                  "seeds": {"minicode": 0},
                  "load_before": [round(x, 2) for x in load_before],
+                 **({"conditions": args.conditions} if args.conditions else {}),
                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "git": _git_state(),
                  "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
