@@ -137,7 +137,7 @@ def test_ledger_resumes_on_a_machine_without_the_run_dirs(tmp_path):
 
 def test_ordering_verdicts():
     assert study_report.ordering([("a", (0.1, 0.05, 0.15)), ("b", (0.3, 0.2, 0.4))]) == "holds (significant)"
-    assert study_report.ordering([("a", (0.1, 0.0, 0.25)), ("b", (0.2, 0.1, 0.3))]) == "holds (within CIs)"
+    assert study_report.ordering([("a", (0.1, 0.0, 0.25)), ("b", (0.2, 0.1, 0.3))]) == "direction only (within CIs)"
     assert study_report.ordering([("a", (0.3, 0.2, 0.4)), ("b", (0.1, 0.0, 0.2))]) == "does not hold"
     assert study_report.ordering([("a", (0.1, 0.0, 0.2)), ("b", (0.1, 0.0, 0.2))]) == "does not hold"  # ties
     assert study_report.ordering([("a", (0.1, 0.0, 0.2)), ("b", None)]).startswith("incomplete")

@@ -199,7 +199,7 @@ def test_claim2_tts_at_equal_budgets(page):
     assert v["best-of-N < AB-MCTS < T+ for hetero ×2 at 8 nodes"] == (
         f"does not hold (paired, significant reversal: AB-MCTS − best-of-N = {const(-S16)})")
     # at 32 nodes: the T+ run has no per-problem file → unpaired means (t-intervals over 2 seeds overlap)
-    assert v["best-of-N < AB-MCTS < T+ for hetero ×2 at 32 nodes"] == "holds (within CIs)"
+    assert v["best-of-N < AB-MCTS < T+ for hetero ×2 at 32 nodes"] == "direction only (within CIs)"
     r = row(text, "| hetero ×2 | 32 |")
     assert r[-2] == const(2 * S16) and r[-1] == "+12.5 (unpaired)"
     r = row(text, "| hetero ×2 | 8 |")
@@ -362,3 +362,16 @@ def test_summarize_agent_mode_training_dirs_and_pool(tmp_path):
     assert p["fixed"] == 0.5 and p["depth"]["1"]["nodes"] == 4 and p["depth"]["1"]["hidden_pass"] == 0.5
     assert p["agents"]["A"]["nodes"] == 5 and p["agents"]["A"]["gen_share"] == pytest.approx(2 / 5)
     assert tree_diagnostics.pool([]) is None
+
+
+def test_steps_verdict_three_outcomes_hand_made_cells():
+    """A step whose interval reaches 0 is not a "holds": it names the step with its numbers."""
+    up = {"mean": 0.05, "ci_low": 0.01, "ci_high": 0.09}
+    weak = {"mean": 0.03, "ci_low": -0.02, "ci_high": 0.08}
+    down = {"mean": -0.04, "ci_low": -0.07, "ci_high": -0.01}
+    assert study_report.steps_verdict([("b − a", up), ("c − b", up)]) == "holds (paired, significant)"
+    v = study_report.steps_verdict([("b − a", up), ("c − b", weak)])
+    assert v == "direction only, not significant (paired: c − b = +3.0 [-2.0, +8.0])"
+    assert not v.startswith("holds")
+    v = study_report.steps_verdict([("b − a", weak), ("c − b", down)])
+    assert v == "does not hold (paired, significant reversal: c − b = -4.0 [-7.0, -1.0])"

@@ -18,12 +18,13 @@ that produced the rows, the search diagnostics of the saved trees (``diagnostics
 Verdicts. A claim "A < B < C" is read step by step (B − A, C − B), each step a paired difference:
 
 - ``holds (paired, significant)``: every step's mean is > 0 and its 95 % interval lies above 0;
-- ``holds (paired; CI includes 0 for …)``: every step's mean is > 0, the steps named have intervals reaching 0;
+- ``direction only, not significant (paired: …)``: every step's mean is > 0, but the steps named (with their
+  numbers) have intervals reaching 0 — the data do not separate the rows, so this is not a "holds";
 - ``does not hold (paired: …)``: the steps named have a mean ≤ 0 (``significant reversal`` when an interval lies
   below 0);
 - ``incomplete (missing …)``: a row has no finished run yet; ``not measured (…)``: its runs lack the metric;
 - rows without per-problem outcomes fall back to the means and their t-intervals over seeds (:func:`ordering`:
-  ``holds (significant)`` when adjacent intervals are disjoint, ``holds (within CIs)``, ``does not hold``).
+  ``holds (significant)`` when adjacent intervals are disjoint, ``direction only (within CIs)``, ``does not hold``).
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def ordering(named: Sequence[tuple[str, tuple[float, float, float] | None]]) -> 
     if not all(a < b for a, b in zip(means, means[1:])):
         return "does not hold"
     sig = all(not math.isnan(x[2]) and x[2] < y[1] for (_, x), (_, y) in zip(present, present[1:]))
-    return "holds (significant)" if sig else "holds (within CIs)"
+    return "holds (significant)" if sig else "direction only (within CIs)"
 
 
 # -- paired differences --------------------------------------------------------------------------------------------
@@ -213,9 +214,9 @@ def steps_verdict(steps: Sequence[tuple[str, dict[str, Any]]], pct: bool = True)
         sig = any(c["ci_high"] < 0 for _, c in rev)
         return (f"does not hold (paired{', significant reversal' if sig else ''}: "
                 + "; ".join(f"{n} = {pfmt(c, pct)}" for n, c in rev) + ")")
-    weak = [n for n, c in steps if c["ci_low"] <= 0]
-    if weak:
-        return f"holds (paired; CI includes 0 for {', '.join(weak)})"
+    if any(c["ci_low"] <= 0 for _, c in steps):
+        return ("direction only, not significant (paired: "
+                + "; ".join(f"{n} = {pfmt(c, pct)}" for n, c in steps if c["ci_low"] <= 0) + ")")
     return "holds (paired, significant)"
 
 
@@ -237,7 +238,7 @@ def verdict(pairs: Sequence[tuple[str, str, Side, Side]], pct: bool = True, n_bo
     parts = [ordering([(ln, _ci(lo.values())), (hn, _ci(h.values()))]) for hn, ln, h, lo in pairs]
     if any(p == "does not hold" for p in parts):
         return "does not hold"
-    return "holds (significant)" if all(p == "holds (significant)" for p in parts) else "holds (within CIs)"
+    return "holds (significant)" if all(p == "holds (significant)" for p in parts) else "direction only (within CIs)"
 
 
 def chain_pairs(chain: Sequence[tuple[str, Side]]) -> list[tuple[str, str, Side, Side]]:
@@ -940,7 +941,7 @@ def write_report(plan: dict[str, Any], root: Path, out_dir: Path, seeds: Sequenc
             lines += [f"**({num}) {what}**", ""] + _table(["claim", "verdict"], rows) + [""]
     if not page.verdicts:
         lines += ["(Nothing to judge yet: no finished runs.)", ""]
-    unpaired = [label for _, label, v in page.verdicts if v.startswith(("holds (significant)", "holds (within CIs)"))
+    unpaired = [label for _, label, v in page.verdicts if v.startswith(("holds (significant)", "direction only (within CIs)"))
                 or v == "does not hold"]
     if unpaired:
         lines += [f"{len(unpaired)} verdict(s) above are *unpaired* (a row without per-problem outcomes: means and "
