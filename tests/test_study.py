@@ -68,10 +68,12 @@ def test_bad_plans_get_a_clear_error(tmp_path, bad, match):
 def _writer(status: str, policies: bool = True, code: int = 0) -> str:
     """A job body that writes its run dir's results.json like train.py / evaluate.py do."""
     return (
-        "import json, pathlib, sys\n"
+        "import json, os, pathlib, sys\n"
         "d = pathlib.Path([a for a in sys.argv if a.startswith('hydra.run.dir=')][0].split('=', 1)[1])\n"
         "d.mkdir(parents=True, exist_ok=True)\n"
-        f"(d / 'results.json').write_text(json.dumps({{'status': {status!r}}}))\n"
+        # FAKE_FINAL: the 'final' metrics a training run reports (a rerun on another machine may differ)
+        f"(d / 'results.json').write_text(json.dumps({{'status': {status!r}, "
+        "'final': {'eval/pass1': float(os.environ.get('FAKE_FINAL', '0.5'))}}))\n"
         + ("(d / 'policies').mkdir(exist_ok=True)\n" if policies else "")
         + "(d / 'count').write_text(str(int((d / 'count').read_text()) + 1 if (d / 'count').exists() else 1))\n"
         f"sys.exit({code})\n"
@@ -102,37 +104,84 @@ def test_run_jobs_skips_finished_retries_failed_and_respects_prerequisites(tmp_p
     assert "$ " in (bad.dir / "job.log").read_text()  # the command is logged next to the output
 
 
-def test_ledger_resumes_on_a_machine_without_the_run_dirs(tmp_path):
+def test_ledger_resumes_on_a_machine_without_the_run_dirs(tmp_path, monkeypatch):
     """Issue 18: finished jobs are copied into the ledger; a fresh machine (no run dirs) skips what the ledger
-    holds, redoes a training run only for a missing evaluation of it, and waits for it before that evaluation."""
+    holds, redoes a training run only for a missing evaluation of it, and waits for it before that evaluation.
+    Every evaluation in the ledger is of its training entry's checkpoint: a redone training run that reproduces
+    the ledger's final metrics keeps its evaluations, one that does not gets them all redone."""
+    import shutil
+
     root, ledger_dir = tmp_path / "study", tmp_path / "ledger"
     ledger = study.Ledger(ledger_dir)
 
-    def job(stage, name, after=()):
+    def job(stage, name, after=None):
         d = root / stage / name
         return study.Job(stage, name, name, 0, d, [sys.executable, "-c", _writer("completed"), f"hydra.run.dir={d}"],
-                         list(after), rel=d.relative_to(root))
+                         [after.dir] if after else [], rel=d.relative_to(root),
+                         train_rel=after.rel if after else None)
 
     tr, tr2 = job("train", "t"), job("train", "t2")
-    ev1, ev2 = job("eval", "e1", [tr.dir]), job("eval", "e2", [tr.dir])
-    ev3 = job("eval", "e3", [tr2.dir])
+    ev1, ev2 = job("eval", "e1", tr), job("eval", "e2", tr)
+    ev3 = job("eval", "e3", tr2)
     assert study.run_jobs([tr, ev1, tr2, ev3], parallel=2, ledger=ledger) == []
     for j in (tr, ev1, tr2, ev3):
         assert json.loads((ledger_dir / j.rel / "results.json").read_text())["status"] == "completed"
         meta = json.loads((ledger_dir / j.rel / "job.json").read_text())
         assert meta["stage"] == j.stage and meta["seconds"] >= 0 and "loadavg" in meta
         assert 0 < meta["cpu_s"] < 60  # the job's own CPU time (a Python start-up), not the study's
-    import shutil
+    stamp = json.loads((ledger_dir / tr.rel / "job.json").read_text())["finished"]
+    assert json.loads((ledger_dir / ev1.rel / "job.json").read_text())["train_finished"] == stamp
 
     shutil.rmtree(root)  # a fresh clone: only the ledger is left
     said = []
-    # e2 is new: its training run must be redone first (its checkpoint is gone); t2 and e1, e3 are not rerun
+    # e2 is new: its training run must be redone first (its checkpoint is gone); t2 and e3 are not rerun, and
+    # e1 is not either: the rerun reproduced t's final metrics, so e1 is of the same checkpoint
     assert study.run_jobs([tr, ev1, ev2, tr2, ev3], parallel=2, say=said.append, ledger=ledger) == []
     assert (tr.dir / "count").read_text() == "1" and (ev2.dir / "count").read_text() == "1"
     assert not tr2.dir.exists() and not ev1.dir.exists() and not ev3.dir.exists()
     starts = [s for s in said if s.startswith("study: start")]
     assert len(starts) == 2 and "train" in starts[0] and "eval e2" in starts[1]  # e2 waited for its training run
-    assert said[0] == "study: 3/5 jobs already completed"
+    assert said[0] == "study: 2/5 jobs already completed"  # e1 waits to see whether t's rerun reproduces it
+    new_stamp = json.loads((ledger_dir / tr.rel / "job.json").read_text())["finished"]
+    assert json.loads((ledger_dir / ev1.rel / "job.json").read_text())["train_finished"] == new_stamp
+
+    # another fresh machine whose rerun of t differs (floating point): t's evaluations are all redone
+    shutil.rmtree(root)
+    shutil.rmtree(ledger_dir / ev2.rel)
+    monkeypatch.setenv("FAKE_FINAL", "0.25")
+    said = []
+    assert study.run_jobs([tr, ev1, ev2, tr2, ev3], parallel=1, say=said.append, ledger=ledger) == []
+    starts = [s for s in said if s.startswith("study: start")]
+    assert [s.split(" seed")[0] for s in starts] == ["study: start train t", "study: start eval e1",
+                                                     "study: start eval e2"]
+    stamp = json.loads((ledger_dir / tr.rel / "job.json").read_text())["finished"]
+    for e in (ev1, ev2):
+        assert json.loads((ledger_dir / e.rel / "job.json").read_text())["train_finished"] == stamp
+    assert json.loads((ledger_dir / tr.rel / "results.json").read_text())["final"]["eval/pass1"] == 0.25
+
+
+def test_stale_ledger_evaluations_are_dropped_and_redone(tmp_path):
+    """An evaluation that finished before its training entry (written by an older study.py, without
+    ``train_finished``) is of an earlier checkpoint: dropped from the ledger at start and redone."""
+    root, ledger_dir = tmp_path / "study", tmp_path / "ledger"
+    ledger = study.Ledger(ledger_dir)
+    tr = study.Job("train", "t", "t", 0, root / "train" / "t", [sys.executable, "-c", _writer("completed"),
+                   f"hydra.run.dir={root / 'train' / 't'}"], rel=Path("train/t"))
+    ev = study.Job("eval", "e", "t", 0, root / "eval" / "e", [sys.executable, "-c", _writer("completed"),
+                   f"hydra.run.dir={root / 'eval' / 'e'}"], [tr.dir], rel=Path("eval/e"), train_rel=tr.rel)
+    for j, finished in ((tr, "2026-12-02T14:49:20+0000"), (ev, "2026-12-02T07:10:00+0000")):
+        (ledger_dir / j.rel).mkdir(parents=True)
+        (ledger_dir / j.rel / "results.json").write_text(json.dumps({"status": "completed", "final": {}}))
+        (ledger_dir / j.rel / "job.json").write_text(json.dumps({"stage": j.stage, "finished": finished}))
+    assert ledger.stale(ev) and not ledger.has(ev) and not ledger.stale(tr)
+    tr.dir.mkdir(parents=True)  # the training run's checkpoint is here: only the evaluation is redone
+    (tr.dir / "results.json").write_text(json.dumps({"status": "completed"}))
+    (tr.dir / "policies").mkdir()
+    said = []
+    assert study.run_jobs([tr, ev], parallel=1, say=said.append, ledger=ledger) == []
+    assert said[0].startswith("study: dropped 1 stale evaluation(s)")
+    assert [s.split(" seed")[0] for s in said if s.startswith("study: start")] == ["study: start eval e"]
+    assert ledger.has(ev) and (ev.dir / "count").read_text() == "1"
 
 
 def test_ordering_verdicts():

@@ -15,6 +15,13 @@ training run, then the evaluations of its checkpoint), so at most ``--jobs`` uni
 session stops; a training run is redone only when an evaluation of it is still missing and its checkpoint is
 not on this machine.
 
+One checkpoint per run: every evaluation in the ledger is of the checkpoint its training entry describes. An
+evaluation records which training entry it evaluated (``job.json`` ``train_finished``; older entries: it must
+have finished after its training). When a training run is redone, its new ``final`` metrics are compared with
+the ledger's: the same (a bit-reproducible rerun on the same code and machine) keeps its evaluations; different
+(another machine's floating point, changed code) drops them from the ledger and they are redone against the new
+checkpoint. Stale evaluations found at start are dropped the same way, never mixed into the results page.
+
 Held-out splits: each evaluation runs once per split in the plan's ``eval.splits`` (default ``[test]``; an
 evaluation's own ``splits`` overrides it), in ``eval/<split>/<name>/<run>_s<seed>``.
 """
@@ -46,6 +53,7 @@ class Job:
     after: list[Path] = field(default_factory=list)  # run dirs that must have completed first
     split: str = "test"       # held-out split of an evaluation job
     rel: Path = Path()        # dir relative to the study root (= its place in the ledger)
+    train_rel: Path | None = None  # an evaluation's training run, relative to the study root
 
 
 class PlanError(ValueError):
@@ -127,7 +135,7 @@ def build_jobs(plan: dict[str, Any], root: Path, repo: Path, seeds: Sequence[int
                     cmd = [python, str(repo / "evaluate.py"), f"ckpt={d}", *ev.get("common", []), *spec["args"],
                            f"eval.split={split}", f"seed={seed}", f"hydra.run.dir={e}"]
                     jobs.append(Job("eval", name, run, seed, e, cmd, after=[d], split=split,
-                                    rel=e.relative_to(root)))
+                                    rel=e.relative_to(root), train_rel=d.relative_to(root)))
     return jobs
 
 
@@ -148,13 +156,54 @@ class Ledger:
         self.repo = repo
 
     def has(self, job: Job) -> bool:
-        return self.path is not None and completed(self.path / job.rel)
+        return self.path is not None and completed(self.path / job.rel) and not self.stale(job)
 
-    def record(self, job: Job, seconds: float, cpu_s: float | None = None) -> None:
+    def _meta(self, rel: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / rel / "job.json").read_text()) if self.path is not None else None
+        except (OSError, ValueError):
+            return None
+
+    def stale(self, job: Job) -> bool:
+        """An evaluation in the ledger that is not of the checkpoint its training entry describes."""
+        if job.stage != "eval" or job.train_rel is None:
+            return False
+        ev, tr = self._meta(job.rel), self._meta(job.train_rel)
+        if ev is None or tr is None or not tr.get("finished"):
+            return False
+        if "train_finished" in ev:
+            return ev["train_finished"] != tr["finished"]
+        return str(ev.get("finished") or "") < str(tr["finished"])  # same-format UTC-offset stamps of one clock
+
+    def drop(self, job: Job) -> None:
+        """Remove a job's ledger entry (a stale evaluation; git history keeps the old files)."""
+        if self.path is not None and (self.path / job.rel).is_dir():
+            shutil.rmtree(self.path / job.rel)
+
+    def prune(self, jobs: Sequence[Job], say=print) -> int:
+        stale = [j for j in jobs if self.stale(j)]
+        for j in stale:
+            self.drop(j)
+        if stale:
+            say(f"study: dropped {len(stale)} stale evaluation(s) from the ledger (their training run was redone "
+                f"since): {', '.join(sorted({str(j.train_rel) for j in stale}))}")
+        return len(stale)
+
+    def _final(self, rel: Path) -> Any:
+        try:
+            return json.loads((self.path / rel / "results.json").read_text()).get("final")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def record(self, job: Job, seconds: float, cpu_s: float | None = None, evals: Sequence[Job] = ()) -> None:
+        """Copy a finished job into the ledger. For a training job, ``evals`` are the evaluations of its
+        checkpoint: kept (restamped) where the rerun reproduced the ledger's ``final`` metrics, else dropped."""
         if self.path is None:
             return
         dst = self.path / job.rel
         dst.mkdir(parents=True, exist_ok=True)
+        old_final = self._final(job.rel) if job.stage == "train" else None
+        same_ckpt = job.stage == "train" and old_final is not None and _same_final(old_final, job.dir)
         for name in LEDGER_FILES:
             if (job.dir / name).is_file():
                 _copy_compact(job.dir / name, dst / name)
@@ -163,7 +212,21 @@ class Ledger:
                 "cpu_s": None if cpu_s is None else round(cpu_s, 3),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg": [round(x, 2) for x in os.getloadavg()],
                 "commit": _git_commit(self.repo) if self.repo else None}
+        if job.stage == "eval" and job.train_rel is not None:
+            tr = self._meta(job.train_rel)
+            meta["train_finished"] = tr.get("finished") if tr else None
         (dst / "job.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if job.stage == "train" and old_final is not None:
+            for e in evals:
+                ev = self._meta(e.rel)
+                if ev is None:
+                    continue
+                if same_ckpt:  # the same checkpoint again: its evaluations stay valid
+                    ev["train_finished"] = meta["finished"]
+                    (self.path / e.rel / "job.json").write_text(json.dumps(ev, indent=1) + "\n")
+                else:
+                    self.drop(e)
+                    _set_aside(e.dir)
         diag = _diagnostics(job.dir)
         if diag is not None:
             (dst / "diagnostics.json").write_text(json.dumps(diag) + "\n")
@@ -177,12 +240,30 @@ class Ledger:
                 continue
             old = self.path / job.rel / "job.json"
             keep = json.loads(old.read_text()) if old.is_file() else None
-            self.record(job, float((keep or {}).get("seconds") or 0.0), (keep or {}).get("cpu_s"))
+            self.record(job, float((keep or {}).get("seconds") or 0.0), (keep or {}).get("cpu_s"),
+                        evals=[e for e in jobs if e.train_rel == job.rel])
             if keep:
                 old.write_text(json.dumps(keep, indent=1) + "\n")
             n += 1
         say(f"study: re-recorded {n} finished job(s) into {self.path}")
         return n
+
+
+def _set_aside(run_dir: Path) -> None:
+    """Move a finished local evaluation of an earlier checkpoint to ``<dir>.stale`` (kept, not read)."""
+    if completed(run_dir):
+        aside = run_dir.with_name(run_dir.name + ".stale")
+        shutil.rmtree(aside, ignore_errors=True)
+        run_dir.rename(aside)
+
+
+def _same_final(old_final: Any, run_dir: Path) -> bool:
+    try:
+        new = json.loads((run_dir / "results.json").read_text()).get("final")
+    except (OSError, ValueError, AttributeError):
+        return False
+    # through JSON both ways, so NaN == NaN and float formatting are the ledger's
+    return json.dumps(old_final, sort_keys=True) == json.dumps(new, sort_keys=True)
 
 
 def _copy_compact(src: Path, dst: Path) -> None:
@@ -224,21 +305,21 @@ def _start(job: Job) -> subprocess.Popen:
 
 
 def _done(job: Job, ledger: Ledger) -> bool:
+    if ledger.stale(job):
+        return False
     return completed(job.dir, need_policies=job.stage == "train") or ledger.has(job)
 
 
 def _todo(jobs: Sequence[Job], ledger: Ledger) -> list[Job]:
     """The jobs still to run: an evaluation not finished anywhere; a training job not finished anywhere, or
-    finished only in the ledger while an evaluation of it is still to run and its checkpoint is not here."""
+    finished only in the ledger while an evaluation of it is still to run and its checkpoint is not here;
+    and every evaluation of a training job that runs (again), which `run_jobs` skips at its turn if the
+    rerun reproduced the checkpoint (:meth:`Ledger.record`)."""
     evals_left = {a for e in jobs if e.stage == "eval" and not _done(e, ledger) for a in e.after}
-    out = []
-    for j in jobs:
-        if j.stage == "eval":
-            if not _done(j, ledger):
-                out.append(j)
-        elif not completed(j.dir, need_policies=True) and (not ledger.has(j) or j.dir in evals_left):
-            out.append(j)
-    return out
+    trains = {j.dir for j in jobs if j.stage == "train" and not completed(j.dir, need_policies=True)
+              and (not ledger.has(j) or j.dir in evals_left)}
+    return [j for j in jobs if (j.dir in trains if j.stage == "train"
+                                else not _done(j, ledger) or any(a in trains for a in j.after))]
 
 
 def _reap(proc: subprocess.Popen) -> float | None:
@@ -263,6 +344,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | Non
     needs (``after``) while they are being made, and is skipped when one of them did not complete. Each
     finished job is copied into the ``ledger``. Returns the failed (or skipped) jobs."""
     ledger = ledger or Ledger(None)
+    ledger.prune(jobs, say)
     pending = _todo(jobs, ledger)
     done = len(jobs) - len(pending)
     if done:
@@ -278,12 +360,16 @@ def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | Non
                 if any(a in producing and not completed(a, need_policies=True) for a in job.after):
                     continue  # its training run is still to come or running: wait for it
                 pending.remove(job)
+                if job.stage == "eval" and _done(job, ledger):
+                    continue  # its training run was redone and reproduced the checkpoint: still valid
                 if not all(completed(a, need_policies=True) for a in job.after):
                     say(f"study: skip {job.stage} {job.rel} of {job.name}: its training run did not complete")
                     failed.append(job)
                     continue
                 say(f"study: start {job.stage} {job.name} seed {job.seed}{'' if job.stage == 'train' else ' ' + job.split}"
                     f" -> {job.dir}")
+                if job.stage == "eval":
+                    _set_aside(job.dir)  # a stale local result (of an earlier checkpoint), if any
                 running.append((job, _start(job), time.time()))
             time.sleep(0.5)
             for item in list(running):
@@ -297,7 +383,8 @@ def run_jobs(jobs: Sequence[Job], parallel: int, say=print, ledger: Ledger | Non
                 say(f"study: {'done' if ok else 'FAILED'} {job.stage} {job.name} seed {job.seed} "
                     f"({time.time() - t0:.0f} s){'' if ok else f', exit {proc.returncode}, see {job.dir}/job.log'}")
                 if ok:
-                    ledger.record(job, time.time() - t0, cpu)
+                    ledger.record(job, time.time() - t0, cpu,
+                                  evals=[e for e in jobs if e.stage == "eval" and e.train_rel == job.rel])
                 else:
                     failed.append(job)
     except KeyboardInterrupt:
