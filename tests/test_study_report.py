@@ -375,3 +375,20 @@ def test_steps_verdict_three_outcomes_hand_made_cells():
     assert not v.startswith("holds")
     v = study_report.steps_verdict([("b − a", weak), ("c − b", down)])
     assert v == "does not hold (paired, significant reversal: c − b = -4.0 [-7.0, -1.0])"
+
+
+def test_warm_start_fingerprints_name_runs_from_different_starting_policies(tmp_path):
+    """Two machines' warm starts of one key differ in their final loss: the page lists both and says so."""
+    plan = {"seeds": [0, 1], "train": {"runs": {"grpo": [], "homo": []}}, "eval": {"runs": {}}}
+    for run, seed, loss in (("grpo", 0, 0.0646), ("homo", 0, 0.0646), ("grpo", 1, 0.0588), ("homo", 1, 0.0646)):
+        d = tmp_path / "train" / f"{run}_s{seed}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({
+            "status": "completed", "initial": {"eval/pass1": 0.1}, "final": {"eval/pass1": 0.2},
+            "warm_start": {"qwen3_a": {"key": "6b5b", "final_loss": loss, "cached": True}}}))
+    s = study_report.Study(plan, tmp_path, [0, 1])
+    fps = study_report.warm_start_fingerprints(s)
+    assert fps == {("qwen3_a", "6b5b / loss 0.0588"): ["grpo_s1"],
+                   ("qwen3_a", "6b5b / loss 0.0646"): ["grpo_s0", "homo_s0", "homo_s1"]}
+    text = "\n".join(study_report.warm_start_lines(s))
+    assert "more than one per policy" in text and "| `qwen3_a` | `6b5b / loss 0.0588` | 1 | grpo_s1 |" in text

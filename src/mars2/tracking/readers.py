@@ -114,6 +114,7 @@ def read_run_dir(run_dir: str | Path) -> dict[str, Any] | None:
         "evals": [e for e in data.get("evals") or [] if isinstance(e, dict)],
         "history": list(data.get("history") or []),
         "initial": data.get("initial"), "final": data.get("final"), "error": data.get("error"),
+        "warm_start": data.get("warm_start") if isinstance(data.get("warm_start"), dict) else None,
     }
     if not run["evals"] and isinstance(data.get("final"), dict):  # evaluate.py: one evaluation, no rounds
         run["evals"] = [{"round": 0.0, **data["final"]}]

@@ -459,7 +459,40 @@ def _header(page: Page, out_dir: Path) -> list[str]:
         lines += _table(["commit", "jobs", "rows (train run, or evaluation@split)"], rows) + [""]
     if not jobs:
         lines += ["(No `job.json` files: the study's job time and load are not known for this root.)", ""]
+    lines += warm_start_lines(s)
     return lines
+
+
+def warm_start_fingerprints(study: "Study") -> dict[tuple[str, str], list[str]]:
+    """(policy, warm start) → the training runs (``<row>_s<seed>``) that started from it. A warm start is named by
+    its cache key and the final loss of its 300 steps: the key is the same on every machine, the loss is not
+    (the floating point of another CPU moves it after a few steps), so two values of one key are two different
+    starting policies."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for name, runs in study.train.items():
+        for r in runs:
+            for pid, w in sorted((r.get("warm_start") or {}).items()):
+                if not isinstance(w, dict) or w.get("final_loss") is None:
+                    continue
+                fp = f"{w.get('key') or '?'} / loss {float(w['final_loss']):.6g}"
+                out.setdefault((pid, fp), []).append(f"{name}_s{r['seed']}")
+    return out
+
+
+def warm_start_lines(study: "Study") -> list[str]:
+    fps = warm_start_fingerprints(study)
+    if not fps:
+        return []
+    rows = [[f"`{pid}`", f"`{fp}`", str(len(runs)), ", ".join(sorted(runs)[:14]) + (" …" if len(runs) > 14 else "")]
+            for (pid, fp), runs in sorted(fps.items())]
+    shared = all(len([1 for (p, _) in fps if p == pid]) == 1 for pid, _ in fps)
+    return ["Warm starts (the supervised starting policy of each training run, per policy): "
+            + ("every run of a policy started from the same one." if shared else
+               "**more than one per policy** — runs done on different machines started from slightly different "
+               "policies (same data, steps and key; another CPU's floating point), so a paired difference between "
+               "two rows of one seed may include a difference of starting policy; it stays unbiased over seeds, "
+               "with more variance."), ""] + _table(["policy", "warm start (key / final loss)", "runs", "which"],
+                                                    rows) + [""]
 
 
 def _training(page: Page) -> None:
