@@ -392,3 +392,12 @@ def test_warm_start_fingerprints_name_runs_from_different_starting_policies(tmp_
                    ("qwen3_a", "6b5b / loss 0.0646"): ["grpo_s0", "homo_s0", "homo_s1"]}
     text = "\n".join(study_report.warm_start_lines(s))
     assert "more than one per policy" in text and "| `qwen3_a` | `6b5b / loss 0.0588` | 1 | grpo_s1 |" in text
+
+
+def test_busy_time_is_the_union_of_job_intervals_and_counts_stretches():
+    # two overlapping jobs (0-100, 50-150), one touching (150-200), then a 2-hour gap and one job (7400-7500)
+    busy, n = study_report._busy_time([(50, 150), (0, 100), (150, 200), (7400, 7500)])
+    assert busy == 300 and n == 2
+    busy, n = study_report._busy_time([(0, 10), (1000, 1010)])  # a 16-minute gap is one stretch
+    assert busy == 20 and n == 1
+    assert study_report._busy_time([]) == (0.0, 0)

@@ -434,8 +434,15 @@ def _header(page: Page, out_dir: Path) -> list[str]:
                 continue
             t_end.append(end)
             t_start.append(end - float(j.get("seconds") or 0.0))
-        span = f"; wall-clock span {((max(t_end) - min(t_start)) / 3600):.2f} h (first job's start to last job's end)" \
-            if t_end else ""
+        span = ""
+        if t_end:
+            busy, sessions = _busy_time(list(zip(t_start, t_end)))
+            span = (f"; the study ran (some job in flight) for {busy / 3600:.2f} h of wall clock in {sessions} "
+                    f"stretch(es) without a gap of more than 30 min")
+        cpu = [float(j["cpu_s"]) for j in jobs if j.get("cpu_s") is not None]
+        if cpu:
+            span += (f"; {sum(cpu) / 3600:.2f} CPU-h in the {len(cpu)} jobs that measured theirs "
+                     f"(≈ {sum(cpu) / 2 / 3600:.2f} h on 2 idle cores of the machines that ran them)")
         load = ""
         if loads:
             l1 = [x[0] for x in loads]
@@ -461,6 +468,24 @@ def _header(page: Page, out_dir: Path) -> list[str]:
         lines += ["(No `job.json` files: the study's job time and load are not known for this root.)", ""]
     lines += warm_start_lines(s)
     return lines
+
+
+def _busy_time(intervals: Sequence[tuple[float, float]], gap: float = 1800.0) -> tuple[float, int]:
+    """Length of the union of [start, end] intervals (seconds) and the number of stretches separated by more
+    than ``gap`` seconds with nothing running (e.g. sessions)."""
+    busy, stretches, cur_s, cur_e = 0.0, 0, None, None
+    for a, b in sorted(intervals):
+        if cur_e is None or a > cur_e:
+            if cur_e is not None:
+                busy += cur_e - cur_s
+                stretches += a - cur_e > gap
+            cur_s, cur_e = a, b
+        else:
+            cur_e = max(cur_e, b)
+    if cur_e is not None:
+        busy += cur_e - cur_s
+        stretches += 1
+    return busy, stretches
 
 
 def warm_start_fingerprints(study: "Study") -> dict[tuple[str, str], list[str]]:
