@@ -175,13 +175,18 @@ def test_stale_ledger_evaluations_are_dropped_and_redone(tmp_path):
         (ledger_dir / j.rel / "job.json").write_text(json.dumps({"stage": j.stage, "finished": finished}))
     assert ledger.stale(ev) and not ledger.has(ev) and not ledger.stale(tr)
     tr.dir.mkdir(parents=True)  # the training run's checkpoint is here: only the evaluation is redone
-    (tr.dir / "results.json").write_text(json.dumps({"status": "completed"}))
+    (tr.dir / "results.json").write_text(json.dumps({"status": "completed", "final": {}}))  # = the ledger's
     (tr.dir / "policies").mkdir()
     said = []
     assert study.run_jobs([tr, ev], parallel=1, say=said.append, ledger=ledger) == []
     assert said[0].startswith("study: dropped 1 stale evaluation(s)")
     assert [s.split(" seed")[0] for s in said if s.startswith("study: start")] == ["study: start eval e"]
     assert ledger.has(ev) and (ev.dir / "count").read_text() == "1"
+    # --reledger of both (same run dirs): the training entry keeps its time, so the evaluation stays valid
+    tr_meta = json.loads((ledger_dir / tr.rel / "job.json").read_text())
+    assert ledger.backfill([tr, ev], say=lambda _: None) == 2
+    assert json.loads((ledger_dir / tr.rel / "job.json").read_text())["finished"] == tr_meta["finished"]
+    assert ledger.has(ev) and not ledger.stale(ev)
 
 
 def test_ordering_verdicts():

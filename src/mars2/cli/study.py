@@ -195,7 +195,8 @@ class Ledger:
         except (OSError, ValueError, AttributeError):
             return None
 
-    def record(self, job: Job, seconds: float, cpu_s: float | None = None, evals: Sequence[Job] = ()) -> None:
+    def record(self, job: Job, seconds: float, cpu_s: float | None = None, evals: Sequence[Job] = (),
+               finished: str | None = None) -> None:
         """Copy a finished job into the ledger. For a training job, ``evals`` are the evaluations of its
         checkpoint: kept (restamped) where the rerun reproduced the ledger's ``final`` metrics, else dropped."""
         if self.path is None:
@@ -210,7 +211,7 @@ class Ledger:
         meta = {"stage": job.stage, "name": job.name, "run": job.run, "seed": job.seed, "split": job.split,
                 "cmd": [Path(job.cmd[1]).name, *job.cmd[2:]], "seconds": round(seconds, 1),
                 "cpu_s": None if cpu_s is None else round(cpu_s, 3),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "finished": finished or time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg": [round(x, 2) for x in os.getloadavg()],
                 "commit": _git_commit(self.repo) if self.repo else None}
         if job.stage == "eval" and job.train_rel is not None:
             tr = self._meta(job.train_rel)
@@ -241,7 +242,7 @@ class Ledger:
             old = self.path / job.rel / "job.json"
             keep = json.loads(old.read_text()) if old.is_file() else None
             self.record(job, float((keep or {}).get("seconds") or 0.0), (keep or {}).get("cpu_s"),
-                        evals=[e for e in jobs if e.train_rel == job.rel])
+                        evals=[e for e in jobs if e.train_rel == job.rel], finished=(keep or {}).get("finished"))
             if keep:
                 old.write_text(json.dumps(keep, indent=1) + "\n")
             n += 1
