@@ -434,6 +434,16 @@ def main() -> None:
         res["layers_micro"] = bench_layer_micro(100 if args.quick else 300)
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     res["runs"] = _previous_runs() + [run_summary(res)]
+    if args.only:  # a partial run: the sections it did not measure stay those of the file's last full run
+        try:
+            old = json.loads(OUT.read_text())
+        except (OSError, ValueError):
+            old = {}
+        kept = {k: old[k] for k in ("minicode", "humaneval", "layers", "layers_micro") if k in old and k not in res}
+        if kept:
+            res.update(kept)
+            res["sections_from_earlier_run"] = {k: old.get("sections_from_earlier_run", {}).get(k, old.get("date"))
+                                                for k in kept}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1) + "\n")
     for w in (1, 2):
