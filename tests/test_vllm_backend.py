@@ -145,6 +145,24 @@ def test_each_engine_starts_on_its_own_gpus_mapped_through_the_parents_devices(m
     be.close()
 
 
+def test_cpu_engines_use_kv_blocks_short_enough_for_the_shared_prefix(monkeypatch, tok) -> None:
+    """On CPU (no CUDA here) every engine gets `CPU_BLOCK_SIZE` = 32 (vLLM's CPU default of 128 is longer than
+    the miniature's whole shared prefix, so nothing would be reused); engine_kwargs still win."""
+    import mars2.rollout.vllm_backend as vb
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake = FakeVLLM()
+    _fake_backend(monkeypatch, tok, fake)[0].close()
+    assert [e["block_size"] for e in fake.started] == [vb.CPU_BLOCK_SIZE] * 2 == [32, 32]
+    fake = FakeVLLM()
+    _fake_backend(monkeypatch, tok, fake, engine_kwargs={"block_size": 128})[0].close()
+    assert [e["block_size"] for e in fake.started] == [128, 128]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # GPU engines: vLLM's own default
+    fake = FakeVLLM()
+    _fake_backend(monkeypatch, tok, fake)[0].close()
+    assert all("block_size" not in e for e in fake.started)
+
+
 def test_engines_are_placed_with_device_ids_where_vllm_has_them(monkeypatch, tok) -> None:
     """vLLM >= 0.32 has `device_ids` (indices into the visible GPUs): the engine gets them, the environment
     is left alone (its engine processes would not see a changed CUDA_VISIBLE_DEVICES)."""
@@ -325,3 +343,24 @@ def test_large_sampled_batch_with_chunked_prefill(engines) -> None:
     gens = be.generate(_reqs("q", long=True) * 16)
     assert len(gens) == 64 and all(len(g.response_ids) == len(g.logprobs) > 0 for g in gens)
     assert len({tuple(g.response_ids) for g in gens}) > 32  # sampled, not copies
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_prefix_cache_reuses_a_shared_prefix_shorter_than_vllms_cpu_block(engines, tok) -> None:
+    """Issue 21.2: prompts that share a 64-127-token prefix (like a tree's fresh and refinement prompts) get
+    their shared full 32-token blocks from vLLM's prefix cache on the second call; counted per backend."""
+    be, _, _ = engines
+    for k in range(1, 8):  # the shortest system prompt that makes every prompt >= 64 tokens
+        system = {"role": "system", "content": " ".join([SYSTEM["content"]] * k)}
+        reqs = [GenerationRequest("q", [system, {"role": "user", "content": p}]) for p in PROMPTS[:3]]
+        lens = [len(be.prompt_ids("q", r.messages)) for r in reqs]
+        if min(lens) >= 64:
+            break
+    assert all(64 <= n < 128 for n in lens), lens  # shorter than vLLM's CPU default block: needs ours
+    be.engines["q"].reset_prefix_cache()
+    be.generate(reqs[:1])
+    hits0, sent0 = be.prefix_hit_tokens, be.prompt_tokens
+    be.generate(reqs[1:])
+    assert be.prompt_tokens - sent0 == sum(lens[1:])
+    assert be.prefix_hit_tokens - hits0 >= 32 * len(reqs[1:])  # at least the first block of each

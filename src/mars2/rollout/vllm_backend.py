@@ -47,6 +47,11 @@ log = logging.getLogger("mars2")
 
 #: Default KV-cache size for CPU engines: vLLM's CPU backend cannot size it itself (start-up fails).
 CPU_KV_CACHE_BYTES = 1 << 30
+#: Default KV block size for CPU engines. vLLM's prefix cache reuses whole blocks only, and its CPU default of 128
+#: tokens is longer than the whole shared prefix (system prompt + statement) of the miniature's prompts, so with
+#: it no prefix is ever reused; 32 (the CPU backend wants a multiple of 32) makes them cacheable
+#: (benchmarks/results/generation.json ``tree_vs_iid_vllm``). GPU engines keep vLLM's default (16).
+CPU_BLOCK_SIZE = 32
 
 
 def import_vllm():
@@ -154,6 +159,9 @@ class VLLMBackend(BackendBase):
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
         self.engines: dict[str, Any] = {}
         self.eos: dict[str, list[int]] = {}
+        # prompt tokens sent to the engines, and those whose KV came from vLLM's prefix cache (as HFBackend's)
+        self.prompt_tokens = 0
+        self.prefix_hit_tokens = 0
         self.devices: dict[str, list[int]] = {pid: [int(d) for d in ds] for pid, ds in (devices or {}).items()}
         # Distributed training: the rollout runs on global rank 0, so only there are engines built (and
         # weights exported); elsewhere the backend only takes part in eager weight syncs (`on_policy_updated`).
@@ -202,6 +210,8 @@ class VLLMBackend(BackendBase):
                 kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
             elif on_cpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
                 kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+            if on_cpu:
+                kwargs["block_size"] = CPU_BLOCK_SIZE
             kwargs.update(engine_kwargs or {})
             devs = self.devices.get(pid)
             if devs is not None and len(devs) != int(tp):
@@ -239,6 +249,8 @@ class VLLMBackend(BackendBase):
             params = [self._sampling_params(pid, greedy, max_new, i) for i in idxs]
             results = llm.generate([{"prompt_token_ids": p} for p in prompts], sampling_params=params, use_tqdm=False)
             for i, prompt, res in zip(idxs, prompts, results):
+                self.prompt_tokens += len(prompt)
+                self.prefix_hit_tokens += int(getattr(res, "num_cached_tokens", 0) or 0)
                 o = res.outputs[0]
                 resp = [int(t) for t in o.token_ids]
                 lps = [float(o.logprobs[k][t].logprob) for k, t in enumerate(resp)] if o.logprobs else []
