@@ -241,9 +241,9 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
         budget = int(args.budget or search.budget)
         runs = []
         with threads(args.threads):
-            hf.generate([GenerationRequest(agents[0].policy_id, fresh_messages(test[0], agents[0]))])  # warm-up
-            for be in engines:
-                be.generate([GenerationRequest(agents[0].policy_id, fresh_messages(test[0], agents[0]))])
+            warm_up = [GenerationRequest(agents[0].policy_id, fresh_messages(test[0], agents[0]))]
+            for be in (hf, *engines):
+                be.generate(warm_up)
             for rep in range(args.repeats):
                 load0 = os.getloadavg()[0]
                 if engine == "vllm":
@@ -257,12 +257,15 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
                     if plain is not None:
                         plain.attention_split_positions = 0  # one attention call over the padded width
                     paired = PairedBackend(lambda: clone_backend(hf), agents, test, plain)
-                counters = work if engine == "hf" else vllm_work
-                base = {id(be): vllm_work(be) for be in engines}
+                base = {id(be): vllm_work(be) for be in engines}  # vLLM arms live across repeats: count deltas
+
+                def counters(be: Any) -> dict[str, int]:
+                    if engine == "hf":
+                        return work(be)
+                    return {k: v - base[id(be)][k] for k, v in vllm_work(be).items()}
+
                 runner = SearchRunner(paired, sandbox, agents, search)
                 trees = runner.run(test, budget=budget, seed=rep)
-                if engine == "vllm":  # this repeat's counts: vLLM's counters are cumulative
-                    counters = lambda be: {k: v - base[id(be)][k] for k, v in vllm_work(be).items()}
                 run = {"iid": {**paired.iid.summary(), **counters(paired.iid_backend)},
                        "tree": {**paired.tree.summary(), **counters(paired.tree_backend),
                                 "score_s": round(runner.stats["score_s"], 2),
@@ -322,7 +325,7 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
         "cpu_ratio_tree_over_iid_per_repeat": [r["cpu_ratio_tree_over_iid"] for r in runs],
         **({"ratio_plain_over_iid": statistics.median(r["ratio_plain_over_iid"] for r in runs)} if args.plain_arm else {}),
         **({f"{arm}_prefix_cache_hit_fraction_per_repeat":
-            [round(r[arm]["prefix_cache_hits"] / max(r[arm]["prompt_tokens"], 1), 3) for r in runs]
+            [round(r[arm]["prefix_hit_tokens"] / max(r[arm]["prompt_tokens"], 1), 3) for r in runs]
             for arm in ("iid", "tree")} if engine == "vllm" else {}),
         "settings": settings,
         "goal": "ratio_tree_over_iid >= 0.9 (issue 21.2)", "goal_met": statistics.median(ratios) >= 0.9,
@@ -348,7 +351,7 @@ def vllm_arms(hf: HFBackend, models: Any, tokenizers: Any, plain: bool, block_si
 
 def vllm_work(be: Any) -> dict[str, int]:
     """A `VLLMBackend`'s prompt tokens so far and those whose KV came from vLLM's prefix cache."""
-    return {"prompt_tokens": be.prompt_tokens, "prefix_cache_hits": be.prefix_hit_tokens}
+    return {"prompt_tokens": be.prompt_tokens, "prefix_hit_tokens": be.prefix_hit_tokens}  # named as hf's `work`
 
 
 # -- section: hf vs vllm ---------------------------------------------------------------------------------------------
