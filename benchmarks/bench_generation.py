@@ -169,7 +169,8 @@ def clone_backend(hf: HFBackend, **overrides: Any) -> HFBackend:
     """A second `HFBackend` on the same modules and settings (its own call counter and prefix cache)."""
     kw = dict(max_new_tokens=hf.max_new_tokens, temperature=hf.temperature, top_p=hf.top_p,
               max_batch_size=hf.max_batch_size, seed=hf.seed, greedy=hf.greedy, enable_thinking=hf.enable_thinking,
-              split_cost_tokens=hf.split_cost_tokens, prefix_cache_tokens=hf.prefix_cache_tokens)
+              split_cost_tokens=hf.split_cost_tokens, prefix_cache_tokens=hf.prefix_cache_tokens,
+              attention_split_positions=hf.attention_split_positions)
     kw.update(overrides)
     return HFBackend(hf.models, hf.tokenizers, **kw)
 
@@ -253,9 +254,9 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
                     arms = iter((iid_be, tree_be))
                     paired = PairedBackend(lambda: next(arms), agents, test, plain_be)
                 else:
-                    plain = clone_backend(hf, split_cost_tokens=0, prefix_cache_tokens=0) if args.plain_arm else None
-                    if plain is not None:
-                        plain.attention_split_positions = 0  # one attention call over the padded width
+                    # plain: one padded prefill, one attention call over the padded width per decode step
+                    plain = (clone_backend(hf, split_cost_tokens=0, prefix_cache_tokens=0, attention_split_positions=0)
+                             if args.plain_arm else None)
                     paired = PairedBackend(lambda: clone_backend(hf), agents, test, plain)
                 base = {id(be): vllm_work(be) for be in engines}  # vLLM arms live across repeats: count deltas
 

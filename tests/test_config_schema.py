@@ -229,3 +229,15 @@ def test_the_commands_exit_2_with_one_line(program, args, line, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [line], p.stderr[-2000:]
     assert not (Path(tmp_path) / "policies").exists()
+
+
+def test_hf_rollout_keys_reach_the_backend():
+    """Every tunable of conf/rollout/hf.yaml arrives in `HFBackend` (a key read into the schema but dropped by
+    the builder would silently run the default)."""
+    from mars2.cli.build import build_backend
+
+    c = compose_cfg(["rollout.split_cost_tokens=7", "rollout.prefix_cache_tokens=99",
+                     "rollout.attention_split_positions=5", "rollout.max_batch_size=3"])
+    be = build_backend(c, {}, {}, seed=4)
+    assert (be.split_cost_tokens, be.prefix_cache_tokens, be.attention_split_positions, be.max_batch_size,
+            be.seed) == (7, 99, 5, 3, 4)

@@ -129,6 +129,7 @@ class HFRollout(RolloutCommon):
     backend: Literal["hf"]
     split_cost_tokens: int
     prefix_cache_tokens: int
+    attention_split_positions: int
 
 
 @dataclass

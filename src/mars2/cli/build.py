@@ -208,6 +208,7 @@ def build_backend(
 
         return HFBackend(dict(models), dict(tokenizers), max_batch_size=r.max_batch_size,
                          split_cost_tokens=r.split_cost_tokens, prefix_cache_tokens=r.prefix_cache_tokens,
+                         attention_split_positions=r.attention_split_positions,
                          enable_thinking=enable_thinking, **common)
     if r.backend == "vllm":
         from mars2.rollout.vllm_backend import VLLMBackend, import_vllm

@@ -66,6 +66,7 @@ class HFBackend(BackendBase):
         enable_thinking: bool = False,
         split_cost_tokens: int = 128,
         prefix_cache_tokens: int = 32768,
+        attention_split_positions: int = 128,
     ) -> None:
         super().__init__()  # calls (part of each call's RNG seed), tokens_generated
         self._local_policies("HFBackend", models, tokenizers, max_new_tokens, temperature, top_p, max_batch_size, seed,
@@ -87,7 +88,7 @@ class HFBackend(BackendBase):
         # Decode attention in row groups (`attention_groups`): each group of rows attends only from its first
         # unpadded column, so short rows sharing a batch with long refinement prompts skip the long rows'
         # padding; a group costs about this many attended positions of fixed overhead. <= 0: one attention call.
-        self.attention_split_positions = 128
+        self.attention_split_positions = int(attention_split_positions)
         # Finished rows leave the batch by swap-remove (the last live row's KV copied into their slot) rather
         # than a copy of the whole cache; sampling still runs in the original row order. False: index_select.
         self.swap_remove = True
