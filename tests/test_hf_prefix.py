@@ -83,6 +83,9 @@ def test_prefix_cache_and_grouped_prefill_equal_plain_prefill(setup, temperature
     # not vacuous: later calls really reused earlier prompts' KV, and the prompts have mixed lengths
     assert be.prefix_hit_tokens > 0
     assert len({len(g.prompt_ids) for g in fast[2]}) >= 4
+    # every prompt token is either taken from the cache or prefilled, once; padding is counted apart
+    assert be.prefix_hit_tokens + be.prefill_real_tokens == sum(len(g.prompt_ids) for call in fast for g in call)
+    assert be.prefill_tokens >= be.prefill_real_tokens
     assert all(len(g.response_ids) > 1 for call in fast for g in call)
 
 

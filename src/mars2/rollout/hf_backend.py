@@ -95,6 +95,7 @@ class HFBackend(BackendBase):
         self.moved_rows = 0  # rows moved into a finished row's slot (statistics)
         self.reordered_steps = 0  # sampling steps whose rows were reordered back to the original order
         self.prefill_tokens = 0  # padded prompt positions computed by prefill forwards (statistics)
+        self.prefill_real_tokens = 0  # the real (unpadded) prompt positions among them (statistics)
         self.decode_steps = 0  # decode forwards (statistics)
         self.decode_positions = 0  # sum over decode forwards of rows x KV width (statistics)
         self.attended_positions = 0  # the same, counting only the columns each row group attends (statistics)
@@ -171,6 +172,7 @@ class HFBackend(BackendBase):
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             self.prefill_tokens += b * width
+            self.prefill_real_tokens += sum(lens)
             cache = _out_cache(out)
             if _plain_kv_layers(model):
                 cache = _make_cache([(lay.keys, lay.values) for lay in cache.layers], extra)
@@ -215,6 +217,7 @@ class HFBackend(BackendBase):
             out = model(input_ids=ids.to(device), attention_mask=gmask.to(device), position_ids=pos.to(device),
                         use_cache=True, logits_to_keep=1, **kw)
             self.prefill_tokens += g * big_s
+            self.prefill_real_tokens += sum(suffix[r] for r in rows)
             cache = _out_cache(out)
             idx = src.to(device)[:, None, :, None]
             rows_t = torch.tensor(rows, dtype=torch.long, device=device)
