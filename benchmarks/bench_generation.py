@@ -359,7 +359,7 @@ def floor_costs(models: dict, widths: tuple[int, int] = (64, 256), rows: int = 1
     ``logits_to_keep=1``), and of a decode forward at KV width ``widths[0]`` and ``widths[1]`` (``rows`` rows,
     in-place KV buffers as in the decode loop, the width held fixed by rewinding the buffers) -> seconds per
     attended row-position (the slope) and per step. Medians of ``repeats``."""
-    from mars2.rollout.hf_backend import _buffer_layer_class, _cache_kwarg, _cache_of, _out_cache
+    from mars2.rollout.hf_backend import _cache_kwarg, _make_cache, _out_cache
 
     out = {}
     g = torch.Generator().manual_seed(0)
@@ -378,9 +378,10 @@ def floor_costs(models: dict, widths: tuple[int, int] = (64, 256), rows: int = 1
         vocab, ckw = model.config.vocab_size, _cache_kwarg(model)
 
         def cached(width: int, room: int):
+            """Random context ids and their KV as the decode loop holds it (in-place buffers, ``room`` more)."""
             ctx = torch.randint(8, vocab, (rows, width), generator=g)
             cache = _out_cache(model(input_ids=ctx, use_cache=True, logits_to_keep=1))
-            return ctx, [_buffer_layer_class()(lay.keys, lay.values, room) for lay in cache.layers]
+            return ctx, _make_cache([(lay.keys, lay.values) for lay in cache.layers], room)
 
         with torch.inference_mode():
             _, pre = cached(prefix, suffix)
@@ -390,20 +391,19 @@ def floor_costs(models: dict, widths: tuple[int, int] = (64, 256), rows: int = 1
 
             def prefill() -> None:
                 model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                      **{ckw: _cache_of(pre)})
+                      **{ckw: pre})
                 rewind(pre, prefix)
 
             prefill_s_per_token = timed(prefill) / ids.numel()
             step_s = []
             for w in widths:
-                ctx, layers = cached(w, 4)
+                ctx, kv = cached(w, 4)
                 dmask = torch.ones((rows, w + 1), dtype=torch.long)
                 dpos = torch.full((rows, 1), w, dtype=torch.long)
 
                 def step() -> None:
-                    model(input_ids=ctx[:, :1], attention_mask=dmask, position_ids=dpos, use_cache=True,
-                          **{ckw: _cache_of(layers)})
-                    rewind(layers, w)
+                    model(input_ids=ctx[:, :1], attention_mask=dmask, position_ids=dpos, use_cache=True, **{ckw: kv})
+                    rewind(kv, w)
 
                 step_s.append(timed(step))
         model.train(was)
@@ -413,9 +413,9 @@ def floor_costs(models: dict, widths: tuple[int, int] = (64, 256), rows: int = 1
     return out
 
 
-def rewind(layers: list, n: int) -> None:
-    """Forget what a forward appended to in-place KV buffers (`_BufferLayer`): back to ``n`` positions."""
-    for lay in layers:
+def rewind(cache: Any, n: int) -> None:
+    """Forget what a forward appended to a cache of in-place KV buffers (`_BufferLayer`): back to ``n`` positions."""
+    for lay in cache.layers:
         lay.n = n
         lay._views()
 
